@@ -3,6 +3,9 @@
 function(occam_module name)
   cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
   file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${name}/*.cpp)
+  if(NOT sources)
+    return()
+  endif()
   add_library(occam_${name} STATIC ${sources})
   target_include_directories(occam_${name}
     PUBLIC ${PROJECT_SOURCE_DIR}/include
