@@ -36,7 +36,9 @@ struct Partition {
   std::vector<std::string> inputs;   // boundary tensors read from DRAM
   std::vector<std::string> outputs;  // boundary tensors written to DRAM
   int64_t closure_bytes = 0;   // on-chip bytes for activations (line buffers)
-  int64_t filter_bytes = 0;    // on-chip bytes for filters (resident), excluding streamed ones
+  int64_t filter_bytes = 0;    // filters resident on chip, loaded once per stream
+  int64_t streamed_filter_bytes = 0;  // filters that do not fit: streamed once per mini-batch
+  int64_t stream_buffer_bytes = 0;    // on-chip staging for streamed filter tiles
   int64_t boundary_in_bytes = 0;   // per image
   int64_t boundary_out_bytes = 0;  // per image
   int64_t macs = 0;                // per image
@@ -46,7 +48,7 @@ struct Partition {
   std::string note;            // human-readable explanation of the fallback
 
   int64_t traffic_bytes() const { return boundary_in_bytes + boundary_out_bytes + fallback_bytes; }
-  int64_t on_chip_bytes() const { return closure_bytes + filter_bytes; }
+  int64_t on_chip_bytes() const { return closure_bytes + filter_bytes + stream_buffer_bytes; }
   bool operator==(const Partition&) const = default;
 };
 
@@ -86,7 +88,9 @@ Plan plan_optimal(const Analysis& analysis, const PlanOptions& options);
 Plan plan_from_starts(const Analysis& analysis, const PlanOptions& options, const std::vector<OpId>& starts,
                       std::string planner);
 
-// Cost of one partition spanning [first, last], or nullopt if it can neither fit nor fall back.
+// Accounting of one partition spanning ops [first, last]. A single op that does not fit gets a
+// fallback; a longer span that does not fit is returned as is (fits() is false). Throws an Error
+// naming the op when a single op cannot run even with the fallbacks.
 Partition make_partition(const Analysis& analysis, const PlanOptions& options, OpId first, OpId last);
 bool fits(const Partition& partition, int64_t capacity_bytes);
 

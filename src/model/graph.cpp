@@ -123,7 +123,7 @@ Shape infer_shape(const Op& op, std::span<const Shape> inputs, std::string_view 
       return {inputs[0].n, inputs[0].c, 1, 1};
     case OpKind::AdaptiveAvgPool:
       expect_inputs(1);
-      if (op.pooled.h < 1 || op.pooled.w < 1 || op.pooled.h > inputs[0].h || op.pooled.w > inputs[0].w) {
+      if (op.pooled.h < 1 || op.pooled.w < 1) {
         fail("{}: cannot pool input {}x{} to {}x{}", describe(where, op), inputs[0].h, inputs[0].w, op.pooled.h,
              op.pooled.w);
       }

@@ -1,5 +1,823 @@
+// ONNX import: reads a ModelProto with libonnx's protobuf classes and rebuilds it node by node
+// through GraphBuilder, so that an imported model's shapes are inferred and checked by the same
+// code as a zoo model's.
+//
+// Every ONNX value is either a constant (an initializer, a Constant node, or an Identity of
+// either: torch deduplicates equal initializers that way), which ends up in an op's weight or
+// bias, or an activation, which becomes an IR tensor. The IR is NCHW with fully-connected values
+// stored as (N, C, 1, 1); each activation also remembers its ONNX rank, because ONNX broadcasting
+// and axis numbering depend on it.
 #include "occam/error.hpp"
 #include "occam/model.hpp"
+
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
 namespace occam {
-Graph import_onnx(const std::filesystem::path& path, const ModelOptions&) { fail("{}: TODO", path.string()); }
+namespace {
+
+constexpr int64_t kMinOpset = 9;
+constexpr int64_t kMaxOpset = 17;
+
+// Bounds that keep every derived size well inside int64 and window geometry inside int, so that a
+// malformed file ends in an error instead of an overflow.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+constexpr int64_t kMaxGeometry = int64_t{1} << 20;
+
+std::string dims_str(const std::vector<int64_t>& dims) {
+  if (dims.empty()) return "scalar";
+  std::string text;
+  for (int64_t d : dims) text += fmt::format("{}{}", text.empty() ? "" : "x", d);
+  return text;
 }
+
+// One node, with the context that every message about it carries.
+class Node {
+public:
+  Node(const onnx::NodeProto& proto, int index, std::string_view file)
+      : proto(proto),
+        name(proto.name().empty() ? fmt::format("{}_{}", proto.op_type(), index) : proto.name()),
+        where(fmt::format("{}: node \"{}\" ({})", file, name, proto.op_type())) {}
+
+  template <typename... Args>
+  [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) const {
+    occam::fail("{}: {}", where, fmt::format(format, std::forward<Args>(args)...));
+  }
+
+  void expect_inputs(int least, int most) const {
+    const int count = proto.input_size();
+    if (count < least || count > most) {
+      if (least == most) fail("expected {} input{}, got {}", least, least == 1 ? "" : "s", count);
+      fail("expected {} to {} inputs, got {}", least, most, count);
+    }
+  }
+  // ONNX marks an omitted optional input with an empty name.
+  bool has_input(int i) const { return i < proto.input_size() && !proto.input(i).empty(); }
+  const std::string& input(int i) const {
+    if (!has_input(i)) fail("input {} is missing", i);
+    return proto.input(i);
+  }
+  const std::string& output() const {
+    if (proto.output_size() < 1 || proto.output(0).empty()) fail("has no output");
+    return proto.output(0);
+  }
+  // Extra outputs (MaxPool's indices, training-mode BatchNorm statistics) have no IR counterpart.
+  void expect_single_output(std::string_view why) const {
+    for (int i = 1; i < proto.output_size(); ++i) {
+      if (!proto.output(i).empty()) fail("output {} (\"{}\") is not supported: {}", i, proto.output(i), why);
+    }
+  }
+
+  const onnx::AttributeProto* attribute(std::string_view key, onnx::AttributeProto::AttributeType type) const {
+    for (const onnx::AttributeProto& attr : proto.attribute()) {
+      if (attr.name() != key) continue;
+      if (attr.type() != type) {
+        fail("attribute \"{}\" has type {}, expected {}", key, onnx::AttributeProto::AttributeType_Name(attr.type()),
+             onnx::AttributeProto::AttributeType_Name(type));
+      }
+      return &attr;
+    }
+    return nullptr;
+  }
+  int64_t int_attr(std::string_view key, int64_t fallback) const {
+    const auto* attr = attribute(key, onnx::AttributeProto::INT);
+    return attr ? attr->i() : fallback;
+  }
+  float float_attr(std::string_view key, float fallback) const {
+    const auto* attr = attribute(key, onnx::AttributeProto::FLOAT);
+    return attr ? attr->f() : fallback;
+  }
+  std::vector<int64_t> ints_attr(std::string_view key) const {
+    const auto* attr = attribute(key, onnx::AttributeProto::INTS);
+    return attr ? std::vector<int64_t>(attr->ints().begin(), attr->ints().end()) : std::vector<int64_t>{};
+  }
+  std::string string_attr(std::string_view key, std::string fallback) const {
+    const auto* attr = attribute(key, onnx::AttributeProto::STRING);
+    return attr ? attr->s() : fallback;
+  }
+  // Normalises a possibly negative axis against the input's ONNX rank.
+  int64_t axis_attr(int64_t fallback, int rank) const {
+    const int64_t axis = int_attr("axis", fallback);
+    if (axis < -rank || axis >= rank) fail("axis {} is out of range for a rank-{} input", axis, rank);
+    return axis < 0 ? axis + rank : axis;
+  }
+
+  const onnx::NodeProto& proto;
+  const std::string name;
+  const std::string where;
+};
+
+struct Value {
+  TensorId id = -1;
+  int rank = 4;
+};
+
+struct FloatTensor {
+  std::vector<int64_t> dims;
+  Buffer values;
+  size_t size() const { return values->size(); }
+};
+
+// Reads little-endian fixed-width values byte by byte: correct on any host, and compilers turn it
+// into plain loads on little-endian ones.
+template <typename Word>
+Word load_le(const char* bytes) {
+  Word word = 0;
+  for (size_t b = 0; b < sizeof(Word); ++b) word |= static_cast<Word>(static_cast<unsigned char>(bytes[b])) << (8 * b);
+  return word;
+}
+
+class Importer {
+public:
+  Importer(const std::filesystem::path& path, const onnx::ModelProto& model, const ModelOptions& options)
+      : file_(path.string()),
+        graph_(model.graph()),
+        options_(options),
+        builder_(path.stem().string(), path.string()) {
+    opset_ = default_opset(model);
+    for (const onnx::TensorProto& init : graph_.initializer()) {
+      if (!constants_.emplace(init.name(), &init).second) {
+        occam::fail("{}: initializer \"{}\" is defined twice", file_, init.name());
+      }
+    }
+    for (int i = 0; i < graph_.node_size(); ++i) {
+      for (const std::string& input : graph_.node(i).input()) consumers_[input].push_back(i);
+    }
+    for (const onnx::ValueInfoProto& output : graph_.output()) graph_outputs_.insert(output.name());
+  }
+
+  Graph import() && {
+    add_inputs();
+    for (int i = 0; i < graph_.node_size(); ++i) {
+      if (absorbed_.contains(i)) continue;
+      import_node(Node(graph_.node(i), i, file_));
+    }
+    for (const onnx::ValueInfoProto& output : graph_.output()) {
+      const auto found = activations_.find(output.name());
+      if (found == activations_.end()) {
+        occam::fail("{}: graph output \"{}\" is not computed by any supported node", file_, output.name());
+      }
+      builder_.mark_output(found->second.id);
+    }
+    return std::move(builder_).finish();
+  }
+
+private:
+  using Handler = std::function<void(Importer&, const Node&)>;
+
+  int64_t default_opset(const onnx::ModelProto& model) const {
+    for (const onnx::OperatorSetIdProto& set : model.opset_import()) {
+      if (!set.domain().empty() && set.domain() != "ai.onnx") continue;
+      if (set.version() < kMinOpset || set.version() > kMaxOpset) {
+        occam::fail("{}: opset {} is not supported (supported: ONNX opsets {} to {})", file_, set.version(), kMinOpset,
+                    kMaxOpset);
+      }
+      return set.version();
+    }
+    occam::fail("{}: the model imports no default-domain ONNX opset (supported: opsets {} to {})", file_, kMinOpset,
+                kMaxOpset);
+  }
+
+  // The image input: dimensions the file leaves symbolic come from the options.
+  void add_inputs() {
+    for (const onnx::ValueInfoProto& input : graph_.input()) {
+      // IR versions before 4 list initializers among the inputs too; those are weights.
+      if (constants_.contains(input.name())) continue;
+      const auto where = fmt::format("{}: input \"{}\"", file_, input.name());
+      if (!input.type().has_tensor_type() || !input.type().tensor_type().has_shape()) {
+        occam::fail("{}: expected a tensor with a declared shape", where);
+      }
+      const onnx::TypeProto::Tensor& type = input.type().tensor_type();
+      if (type.elem_type() != onnx::TensorProto::FLOAT) {
+        occam::fail("{}: element type {} is not supported (expected FLOAT)", where,
+                    onnx::TensorProto::DataType_Name(type.elem_type()));
+      }
+      if (type.shape().dim_size() != 4) {
+        occam::fail("{}: rank {} is not supported (expected an NCHW image, rank 4)", where, type.shape().dim_size());
+      }
+      const auto dim = [&](int i) -> std::optional<int64_t> {
+        const auto& d = type.shape().dim(i);
+        if (!d.has_dim_value() || d.dim_value() < 1) return std::nullopt;
+        return d.dim_value();
+      };
+      Shape shape;
+      // ModelOptions::batch cannot tell a requested 1 from its default, so a batch fixed in the file
+      // wins over 1 but not over any other request.
+      shape.n = options_.batch != 1 ? options_.batch : dim(0).value_or(options_.batch);
+      const auto channels = dim(1);
+      if (!channels) occam::fail("{}: the channel count is symbolic; it must be fixed in the file", where);
+      shape.c = *channels;
+      if (options_.resolution) {
+        shape.h = options_.resolution->h;
+        shape.w = options_.resolution->w;
+      } else {
+        const auto h = dim(2), w = dim(3);
+        if (!h || !w) occam::fail("{}: height and width are symbolic; pass --resolution HxW", where);
+        shape.h = *h;
+        shape.w = *w;
+      }
+      // With every dimension at most 2^20 the partial products below cannot overflow.
+      for (const int64_t d : {shape.n, shape.c, shape.h, shape.w}) {
+        if (d > kMaxGeometry) occam::fail("{}: shape {} has a dimension over {}", where, shape.str(), kMaxGeometry);
+      }
+      if (shape.n * shape.c * shape.h > kMaxElements || shape.elements() > kMaxElements) {
+        occam::fail("{}: shape {} is too large", where, shape.str());
+      }
+      activations_[input.name()] = {builder_.input(input.name(), shape), 4};
+    }
+  }
+
+  void import_node(const Node& node) {
+    static const std::map<std::string, Handler, std::less<>> handlers = {
+        {"Add", [](Importer& im, const Node& n) { im.binary(n, OpKind::Add); }},
+        {"AveragePool", [](Importer& im, const Node& n) { im.pool(n, OpKind::AvgPool); }},
+        {"BatchNormalization", &Importer::batchnorm},
+        {"Clip", &Importer::clip},
+        {"Concat", &Importer::concat},
+        {"Constant", &Importer::constant},
+        {"Conv", &Importer::conv},
+        {"Dropout", [](Importer& im, const Node& n) { im.identity(n, 3); }},
+        {"Flatten", &Importer::flatten},
+        {"Gemm", &Importer::gemm},
+        {"GlobalAveragePool", &Importer::global_avgpool},
+        {"HardSigmoid",
+         [](Importer& im, const Node& n) {
+           im.elementwise(n, {ActKind::HardSigmoid, n.float_attr("alpha", 0.2f), n.float_attr("beta", 0.5f)});
+         }},
+        {"HardSwish", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::HardSwish}); }},
+        {"Identity", [](Importer& im, const Node& n) { im.identity(n, 1); }},
+        {"LeakyRelu",
+         [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::LeakyRelu, n.float_attr("alpha", 0.01f)}); }},
+        {"MatMul", &Importer::matmul},
+        {"MaxPool", [](Importer& im, const Node& n) { im.pool(n, OpKind::MaxPool); }},
+        {"Mul", [](Importer& im, const Node& n) { im.binary(n, OpKind::Mul); }},
+        {"Relu", [](Importer& im, const Node& n) { im.elementwise(n, Activation::relu()); }},
+        {"Reshape", &Importer::reshape},
+        {"Sigmoid", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Sigmoid}); }},
+        {"Softmax", &Importer::softmax},
+        {"Sub", [](Importer& im, const Node& n) { im.binary(n, OpKind::Sub); }},
+        {"Tanh", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Tanh}); }},
+    };
+    const std::string& domain = node.proto.domain();
+    const auto handler = handlers.find(node.proto.op_type());
+    if (handler == handlers.end() || (!domain.empty() && domain != "ai.onnx")) {
+      std::string supported;
+      for (const auto& [op_type, _] : handlers) supported += fmt::format("{}{}", supported.empty() ? "" : ", ", op_type);
+      node.fail("unsupported operator \"{}\"{}; supported operators (default domain): {}", node.proto.op_type(),
+                domain.empty() ? "" : fmt::format(" in domain \"{}\"", domain), supported);
+    }
+    handler->second(*this, node);
+  }
+
+  // ---- values ----
+
+  Value activation(const Node& node, int i) const {
+    const std::string& name = node.input(i);
+    if (const auto found = activations_.find(name); found != activations_.end()) return found->second;
+    if (constants_.contains(name)) node.fail("input \"{}\" is a constant where an activation is expected", name);
+    node.fail("input \"{}\" is not defined by a graph input, an initializer or an earlier node", name);
+  }
+
+  Value activation(const Node& node, int i, std::initializer_list<int> ranks) const {
+    const Value value = activation(node, i);
+    if (std::find(ranks.begin(), ranks.end(), value.rank) == ranks.end()) {
+      node.fail("input \"{}\" has rank {}; expected rank {}", node.input(i), value.rank,
+                ranks.size() == 1 ? fmt::format("{}", *ranks.begin()) : "2 or 4");
+    }
+    return value;
+  }
+
+  const onnx::TensorProto& constant_proto(const Node& node, int i) const {
+    const std::string& name = node.input(i);
+    if (const auto found = constants_.find(name); found != constants_.end()) return *found->second;
+    if (activations_.contains(name)) {
+      node.fail("input \"{}\" must be an initializer or a Constant; it is computed at run time", name);
+    }
+    node.fail("input \"{}\" is not defined by a graph input, an initializer or an earlier node", name);
+  }
+
+  // Dimensions and element count, checked against overflow before any data is touched.
+  static std::vector<int64_t> dims_of(const Node& node, const onnx::TensorProto& tensor, int64_t& count) {
+    if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
+      node.fail("tensor \"{}\" keeps its data in an external file, which is not supported", tensor.name());
+    }
+    std::vector<int64_t> dims(tensor.dims().begin(), tensor.dims().end());
+    count = 1;
+    for (int64_t d : dims) {
+      if (d < 0 || d > kMaxElements || count * d > kMaxElements) {
+        node.fail("tensor \"{}\" has invalid dimensions {}", tensor.name(), dims_str(dims));
+      }
+      count *= d;
+    }
+    return dims;
+  }
+
+  // FLOAT and INT64 data, from raw_data (little-endian) or the typed field.
+  template <typename T, typename Field>
+  static std::vector<T> decode(const Node& node, const onnx::TensorProto& tensor, const std::vector<int64_t>& dims,
+                               int64_t count, const Field& field) {
+    using Word = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    const std::string& raw = tensor.raw_data();
+    const auto expected = static_cast<size_t>(count);
+    if (raw.empty()) {
+      if (static_cast<size_t>(field.size()) != expected) {
+        node.fail("tensor \"{}\" ({}) holds {} values, expected {}", tensor.name(), dims_str(dims), field.size(),
+                  expected);
+      }
+      return {field.begin(), field.end()};
+    }
+    if (raw.size() != expected * sizeof(T)) {
+      node.fail("tensor \"{}\" ({} {}) has {} bytes of raw_data, expected {}", tensor.name(), dims_str(dims),
+                onnx::TensorProto::DataType_Name(tensor.data_type()), raw.size(), expected * sizeof(T));
+    }
+    std::vector<T> values(expected);
+    for (size_t k = 0; k < expected; ++k) values[k] = std::bit_cast<T>(load_le<Word>(raw.data() + k * sizeof(T)));
+    return values;
+  }
+
+  FloatTensor floats(const Node& node, int i) const {
+    const onnx::TensorProto& tensor = constant_proto(node, i);
+    if (tensor.data_type() != onnx::TensorProto::FLOAT) {
+      node.fail("tensor \"{}\" has element type {}; weights must be FLOAT", tensor.name(),
+                onnx::TensorProto::DataType_Name(tensor.data_type()));
+    }
+    int64_t count = 0;
+    FloatTensor result;
+    result.dims = dims_of(node, tensor, count);
+    result.values = std::make_shared<const std::vector<float>>(
+        decode<float>(node, tensor, result.dims, count, tensor.float_data()));
+    return result;
+  }
+
+  std::vector<int64_t> ints(const Node& node, int i) const {
+    const onnx::TensorProto& tensor = constant_proto(node, i);
+    if (tensor.data_type() != onnx::TensorProto::INT64) {
+      node.fail("tensor \"{}\" has element type {}, expected INT64", tensor.name(),
+                onnx::TensorProto::DataType_Name(tensor.data_type()));
+    }
+    int64_t count = 0;
+    const std::vector<int64_t> dims = dims_of(node, tensor, count);
+    return decode<int64_t>(node, tensor, dims, count, tensor.int64_data());
+  }
+
+  float scalar(const Node& node, int i) const {
+    const FloatTensor tensor = floats(node, i);
+    if (tensor.size() != 1) node.fail("input \"{}\" must be a single value, got {}", node.input(i), dims_str(tensor.dims));
+    return tensor.values->front();
+  }
+
+  void check_new_name(const Node& node, const std::string& name) const {
+    if (activations_.contains(name) || constants_.contains(name)) node.fail("output \"{}\" is already defined", name);
+  }
+
+  void emit(const Node& node, Op op, int rank, const std::string& output_name) {
+    check_new_name(node, output_name);
+    op.name = node.name;
+    const TensorId id = builder_.add(std::move(op), output_name);
+    activations_[output_name] = {id, rank};
+  }
+  void emit(const Node& node, Op op, int rank) { emit(node, std::move(op), rank, node.output()); }
+
+  Op unary_op(OpKind kind, Value input) const {
+    Op op;
+    op.kind = kind;
+    op.inputs = {input.id};
+    return op;
+  }
+
+  // ---- operators ----
+
+  // An int-valued attribute pair (one value per spatial axis), bounded so that int arithmetic on
+  // window geometry cannot overflow.
+  std::array<int, 2> pair_attr(const Node& node, std::string_view key, int fallback, int least) const {
+    const std::vector<int64_t> values = node.ints_attr(key);
+    if (values.empty()) return {fallback, fallback};
+    if (values.size() != 2) node.fail("{} has {} values, expected 2 (only 2-D windows are supported)", key, values.size());
+    for (int64_t v : values) {
+      if (v < least || v > kMaxGeometry) node.fail("{} [{}] must be in {}..{}", key, dims_str(values), least, kMaxGeometry);
+    }
+    return {static_cast<int>(values[0]), static_cast<int>(values[1])};
+  }
+
+  Window window(const Node& node, const Shape& in, std::array<int64_t, 2> kernel) const {
+    for (int64_t k : kernel) {
+      if (k < 1 || k > kMaxGeometry) node.fail("kernel {}x{} is out of range", kernel[0], kernel[1]);
+    }
+    Window win;
+    win.kernel_h = static_cast<int>(kernel[0]);
+    win.kernel_w = static_cast<int>(kernel[1]);
+    const auto strides = pair_attr(node, "strides", 1, 1);
+    win.stride_h = strides[0];
+    win.stride_w = strides[1];
+    const auto dilations = pair_attr(node, "dilations", 1, 1);
+    win.dilation_h = dilations[0];
+    win.dilation_w = dilations[1];
+    if (int64_t{win.kernel_h - 1} * win.dilation_h >= kMaxGeometry ||
+        int64_t{win.kernel_w - 1} * win.dilation_w >= kMaxGeometry) {
+      node.fail("dilated kernel extent is out of range");
+    }
+    const std::string auto_pad = node.string_attr("auto_pad", "NOTSET");
+    const std::vector<int64_t> pads = node.ints_attr("pads");
+    if (auto_pad == "NOTSET") {
+      if (!pads.empty()) {
+        if (pads.size() != 4) node.fail("pads has {} values, expected 4 (top, left, bottom, right)", pads.size());
+        for (int64_t p : pads) {
+          if (p < 0 || p > kMaxGeometry) node.fail("pads [{}] must be in 0..{}", dims_str(pads), kMaxGeometry);
+        }
+        win.pad_top = static_cast<int>(pads[0]);
+        win.pad_left = static_cast<int>(pads[1]);
+        win.pad_bottom = static_cast<int>(pads[2]);
+        win.pad_right = static_cast<int>(pads[3]);
+      }
+    } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      // Output = ceil(input / stride); the odd padding element goes at the end (UPPER) or the start.
+      const auto same = [&](int64_t size, int stride, int extent, int& begin, int& end) {
+        const int64_t out = (size + stride - 1) / stride;
+        const auto total = static_cast<int>(std::max<int64_t>(0, (out - 1) * stride + extent - size));
+        begin = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        end = total - begin;
+      };
+      same(in.h, win.stride_h, win.extent_h(), win.pad_top, win.pad_bottom);
+      same(in.w, win.stride_w, win.extent_w(), win.pad_left, win.pad_right);
+    } else if (auto_pad != "VALID") {
+      node.fail("auto_pad \"{}\" is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER", auto_pad);
+    }
+    return win;
+  }
+
+  void conv(const Node& node) {
+    node.expect_inputs(2, 3);
+    const Value x = activation(node, 0, {4});
+    const Shape& in = builder_.shape(x.id);
+    const FloatTensor weight = floats(node, 1);
+    if (weight.dims.size() != 4) {
+      node.fail("weight \"{}\" is {}; expected 4-D [M, C/group, kH, kW] (only 2-D convolutions are supported)",
+                node.input(1), dims_str(weight.dims));
+    }
+    const int64_t group = node.int_attr("group", 1);
+    if (group < 1 || group > in.c) node.fail("group {} is out of range for {} input channels", group, in.c);
+    if (weight.dims[1] * group != in.c) {
+      node.fail("weight \"{}\" is {}, which expects {} input channels ({} per group x {} groups); the input {} has {}",
+                node.input(1), dims_str(weight.dims), weight.dims[1] * group, weight.dims[1], group, in.str(), in.c);
+    }
+    const std::vector<int64_t> kernel_shape = node.ints_attr("kernel_shape");
+    if (!kernel_shape.empty() && kernel_shape != std::vector<int64_t>{weight.dims[2], weight.dims[3]}) {
+      node.fail("kernel_shape [{}] does not match the weight {}", dims_str(kernel_shape), dims_str(weight.dims));
+    }
+    Op op = unary_op(OpKind::Conv, x);
+    op.window = window(node, in, {weight.dims[2], weight.dims[3]});
+    op.out_channels = weight.dims[0];
+    op.groups = static_cast<int>(group);
+    op.weight = weight.values;
+    if (node.has_input(2)) {
+      const FloatTensor bias = floats(node, 2);
+      if (static_cast<int64_t>(bias.size()) != op.out_channels) {
+        node.fail("bias \"{}\" has {} values, expected {} (one per output channel)", node.input(2), bias.size(),
+                  op.out_channels);
+      }
+      op.has_bias = true;
+      op.bias = bias.values;
+    }
+    emit(node, std::move(op), 4);
+  }
+
+  void pool(const Node& node, OpKind kind) {
+    node.expect_inputs(1, 1);
+    node.expect_single_output("pooling indices have no IR counterpart");
+    const Value x = activation(node, 0, {4});
+    const std::vector<int64_t> kernel = node.ints_attr("kernel_shape");
+    if (kernel.size() != 2) node.fail("kernel_shape must have 2 values (a 2-D window), got [{}]", dims_str(kernel));
+    Op op = unary_op(kind, x);
+    op.window = window(node, builder_.shape(x.id), {kernel[0], kernel[1]});
+    op.window.ceil_mode = node.int_attr("ceil_mode", 0) != 0;
+    if (kind == OpKind::AvgPool) {
+      op.count_include_pad = node.int_attr("count_include_pad", 0) != 0;
+      // torch exports adaptive pooling to the input's own size (AlexNet's and VGG's classifier
+      // input at 224x224) as a 1x1 average; the zoo has no op there either.
+      if (op.window == Window::square(1)) op.kind = OpKind::Identity;
+    }
+    emit(node, std::move(op), 4);
+  }
+
+  void global_avgpool(const Node& node) {
+    node.expect_inputs(1, 1);
+    emit(node, unary_op(OpKind::GlobalAvgPool, activation(node, 0, {4})), 4);
+  }
+
+  // Gemm (and MatMul) with weight [out, in]; a bias-free one absorbs a following Add of a
+  // constant vector, torch's export of a linear layer as MatMul + Add.
+  void fully_connected(const Node& node, Value x, FloatTensor weight, int64_t out, Buffer bias) {
+    Op op = unary_op(OpKind::Gemm, x);
+    op.out_channels = out;
+    op.weight = std::move(weight.values);
+    std::string output_name = node.output();
+    if (!bias) {
+      const auto uses = consumers_.find(output_name);
+      if (uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output_name)) {
+        const int next_index = uses->second.front();
+        const Node next(graph_.node(next_index), next_index, file_);
+        if (next.proto.op_type() == "Add" && next.proto.domain().empty() && next.proto.input_size() == 2) {
+          const int other = next.proto.input(0) == output_name ? 1 : 0;
+          if (constants_.contains(next.proto.input(other))) {
+            bias = floats(next, other).values;
+            if (static_cast<int64_t>(bias->size()) != out) {
+              next.fail("bias \"{}\" has {} values, expected {} (one per output feature)", next.proto.input(other),
+                        bias->size(), out);
+            }
+            absorbed_.insert(next_index);
+            output_name = next.output();
+          }
+        }
+      }
+    }
+    op.has_bias = bias != nullptr;
+    op.bias = std::move(bias);
+    emit(node, std::move(op), 2, output_name);
+  }
+
+  static Buffer transposed(const FloatTensor& matrix) {
+    const auto rows = static_cast<size_t>(matrix.dims[0]);
+    const auto cols = static_cast<size_t>(matrix.dims[1]);
+    auto out = std::make_shared<std::vector<float>>(matrix.size());
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t c = 0; c < cols; ++c) (*out)[c * rows + r] = (*matrix.values)[r * cols + c];
+    }
+    return out;
+  }
+
+  // The weight of a fully-connected layer: a constant matrix whose input side must match the
+  // activation's features.
+  FloatTensor fc_weight(const Node& node, Value x, bool out_first, int64_t& out) const {
+    FloatTensor weight = floats(node, 1);
+    if (weight.dims.size() != 2) node.fail("weight \"{}\" is {}; expected a matrix", node.input(1), dims_str(weight.dims));
+    const int64_t in = out_first ? weight.dims[1] : weight.dims[0];
+    out = out_first ? weight.dims[0] : weight.dims[1];
+    const Shape& shape = builder_.shape(x.id);
+    if (in != shape.image_elements()) {
+      node.fail("weight \"{}\" is {}, which expects {} input features; the input {} has {}", node.input(1),
+                dims_str(weight.dims), in, shape.str(), shape.image_elements());
+    }
+    if (!out_first) weight.values = transposed(weight);
+    return weight;
+  }
+
+  void gemm(const Node& node) {
+    node.expect_inputs(2, 3);
+    if (node.int_attr("transA", 0) != 0) node.fail("transA=1 is not supported");
+    const int64_t trans_b = node.int_attr("transB", 0);
+    if (trans_b != 0 && trans_b != 1) node.fail("transB must be 0 or 1, got {}", trans_b);
+    const float alpha = node.float_attr("alpha", 1.0f), beta = node.float_attr("beta", 1.0f);
+    if (alpha != 1.0f || (node.has_input(2) && beta != 1.0f)) {
+      node.fail("alpha={} beta={} are not supported (expected 1 and 1)", alpha, beta);
+    }
+    const Value x = activation(node, 0, {2});
+    int64_t out = 0;
+    FloatTensor weight = fc_weight(node, x, trans_b == 1, out);
+    Buffer bias;
+    if (node.has_input(2)) {
+      bias = floats(node, 2).values;
+      if (static_cast<int64_t>(bias->size()) != out) {
+        node.fail("bias \"{}\" has {} values, expected {} (one per output feature)", node.input(2), bias->size(), out);
+      }
+    }
+    fully_connected(node, x, std::move(weight), out, std::move(bias));
+  }
+
+  void matmul(const Node& node) {
+    node.expect_inputs(2, 2);
+    const Value x = activation(node, 0, {2});
+    int64_t out = 0;
+    FloatTensor weight = fc_weight(node, x, false, out);
+    fully_connected(node, x, std::move(weight), out, nullptr);
+  }
+
+  void binary(const Node& node, OpKind kind) {
+    node.expect_inputs(2, 2);
+    for (int i = 0; i < 2; ++i) {
+      if (constants_.contains(node.input(i))) {
+        node.fail("operand \"{}\" is a constant; only {} of two activations is supported", node.input(i),
+                  node.proto.op_type());
+      }
+    }
+    const Value a = activation(node, 0), b = activation(node, 1);
+    // The IR aligns dimensions as NCHW; ONNX aligns trailing dimensions, so ranks must agree.
+    if (a.rank != b.rank) node.fail("operands have ranks {} and {}; broadcasting across ranks is not supported", a.rank, b.rank);
+    Op op;
+    op.kind = kind;
+    op.inputs = {a.id, b.id};
+    emit(node, std::move(op), a.rank);
+  }
+
+  void concat(const Node& node) {
+    node.expect_inputs(1, INT_MAX);
+    Op op;
+    op.kind = OpKind::Concat;
+    const int rank = activation(node, 0).rank;
+    for (int i = 0; i < node.proto.input_size(); ++i) {
+      const Value part = activation(node, i, {rank});
+      op.inputs.push_back(part.id);
+    }
+    if (!node.attribute("axis", onnx::AttributeProto::INT)) node.fail("attribute \"axis\" is required");
+    const int64_t axis = node.axis_attr(0, rank);
+    if (axis != 1) node.fail("only concatenation along channels (axis 1) is supported, got axis {}", axis);
+    emit(node, std::move(op), rank);
+  }
+
+  void elementwise(const Node& node, Activation act) {
+    node.expect_inputs(1, 1);
+    const Value x = activation(node, 0);
+    Op op = unary_op(OpKind::Activation, x);
+    op.activation = act;
+    emit(node, std::move(op), x.rank);
+  }
+
+  // Bounds are attributes before opset 11 and optional constant inputs from then on. A missing
+  // bound becomes the largest finite float, which clips nothing and stays representable in JSON.
+  void clip(const Node& node) {
+    constexpr float lowest = std::numeric_limits<float>::lowest();
+    constexpr float highest = std::numeric_limits<float>::max();
+    Activation act{ActKind::Clip, lowest, highest};
+    if (opset_ < 11) {
+      node.expect_inputs(1, 1);
+      act.lo = node.float_attr("min", lowest);
+      act.hi = node.float_attr("max", highest);
+    } else {
+      node.expect_inputs(1, 3);
+      if (node.has_input(1)) act.lo = scalar(node, 1);
+      if (node.has_input(2)) act.hi = scalar(node, 2);
+    }
+    if (!(act.lo <= act.hi)) node.fail("min {} exceeds max {}", act.lo, act.hi);
+    elementwise(node, act);
+  }
+
+  // y = (x - mean) * gamma / sqrt(var + eps) + beta, kept as a per-channel scale and shift that
+  // normalize() folds into the preceding convolution.
+  void batchnorm(const Node& node) {
+    node.expect_inputs(5, 5);
+    node.expect_single_output("training-mode statistics; export the model in eval mode");
+    if (node.int_attr("training_mode", 0) != 0) node.fail("training_mode=1 is not supported; export in eval mode");
+    if (node.int_attr("spatial", 1) != 1) node.fail("spatial=0 (per-element statistics) is not supported");
+    const Value x = activation(node, 0, {2, 4});
+    const int64_t channels = builder_.shape(x.id).c;
+    const double epsilon = node.float_attr("epsilon", 1e-5f);
+    std::array<Buffer, 4> params;  // gamma, beta, mean, var
+    for (int i = 0; i < 4; ++i) {
+      params[static_cast<size_t>(i)] = floats(node, i + 1).values;
+      if (static_cast<int64_t>(params[static_cast<size_t>(i)]->size()) != channels) {
+        node.fail("\"{}\" has {} values, expected {} (one per channel)", node.input(i + 1),
+                  params[static_cast<size_t>(i)]->size(), channels);
+      }
+    }
+    const auto& [gamma, beta, mean, var] = params;
+    auto scale = std::make_shared<std::vector<float>>(static_cast<size_t>(channels));
+    auto shift = std::make_shared<std::vector<float>>(static_cast<size_t>(channels));
+    for (size_t c = 0; c < scale->size(); ++c) {
+      const double denominator = static_cast<double>((*var)[c]) + epsilon;
+      if (!(denominator > 0.0)) node.fail("channel {}: variance + epsilon = {} is not positive", c, denominator);
+      const double s = (*gamma)[c] / std::sqrt(denominator);
+      (*scale)[c] = static_cast<float>(s);
+      (*shift)[c] = static_cast<float>((*beta)[c] - (*mean)[c] * s);
+    }
+    Op op = unary_op(OpKind::BatchNorm, x);
+    op.weight = std::move(scale);
+    op.bias = std::move(shift);
+    emit(node, std::move(op), x.rank);
+  }
+
+  void flatten(const Node& node) {
+    node.expect_inputs(1, 1);
+    const Value x = activation(node, 0);
+    const int64_t axis = node.axis_attr(1, x.rank);
+    if (axis != 1) node.fail("only flattening from axis 1 to (N, C*H*W) is supported, got axis {}", axis);
+    emit(node, unary_op(OpKind::Flatten, x), 2);
+  }
+
+  // Only the reshape that flattens an image to (N, C*H*W), as torch writes x.view(N, -1).
+  void reshape(const Node& node) {
+    node.expect_inputs(2, 2);
+    const Value x = activation(node, 0);
+    const std::vector<int64_t> target = ints(node, 1);
+    const Shape& in = builder_.shape(x.id);
+    const int64_t features = in.image_elements();
+    // With allowzero=0 (the default), a 0 copies the input's dimension.
+    const bool zero_copies = node.int_attr("allowzero", 0) == 0;
+    const auto flattens = [&] {
+      if (target.size() != 2) return false;
+      const bool keeps_batch = target[0] == in.n || (target[0] == 0 && zero_copies);
+      return (keeps_batch && (target[1] == features || target[1] == -1)) || (target[0] == -1 && target[1] == features);
+    };
+    if (!flattens()) {
+      node.fail("reshape of {} to [{}] is not supported; only flattening to [N, -1] or [N, {}] is", in.str(),
+                dims_str(target), features);
+    }
+    emit(node, unary_op(OpKind::Flatten, x), 2);
+  }
+
+  // Over channels only: with H = W = 1 every opset's axis convention gives the same result.
+  void softmax(const Node& node) {
+    node.expect_inputs(1, 1);
+    const Value x = activation(node, 0);
+    const Shape& in = builder_.shape(x.id);
+    const int64_t axis = node.axis_attr(opset_ < 13 ? 1 : -1, x.rank);
+    if (axis != 1 || in.h != 1 || in.w != 1) {
+      node.fail("only a softmax over channels of an (N, C) or (N, C, 1, 1) input is supported (input {}, axis {})",
+                in.str(), axis);
+    }
+    emit(node, unary_op(OpKind::Softmax, x), x.rank);
+  }
+
+  void identity(const Node& node, int max_inputs) {
+    node.expect_inputs(1, max_inputs);
+    const std::string& source = node.input(0);
+    if (const auto found = constants_.find(source); found != constants_.end()) {
+      check_new_name(node, node.output());
+      constants_[node.output()] = found->second;
+      return;
+    }
+    const Value x = activation(node, 0);
+    emit(node, unary_op(OpKind::Identity, x), x.rank);
+  }
+
+  void constant(const Node& node) {
+    node.expect_inputs(0, 0);
+    if (node.proto.attribute_size() != 1) node.fail("expected exactly one value attribute");
+    const onnx::AttributeProto& attr = node.proto.attribute(0);
+    const onnx::TensorProto* tensor = nullptr;
+    if (attr.name() == "value" && attr.type() == onnx::AttributeProto::TENSOR) {
+      tensor = &attr.t();
+    } else {
+      onnx::TensorProto& made = owned_.emplace_back();
+      if (attr.name() == "value_float" && attr.type() == onnx::AttributeProto::FLOAT) {
+        made.set_data_type(onnx::TensorProto::FLOAT);
+        made.add_float_data(attr.f());
+      } else if (attr.name() == "value_floats" && attr.type() == onnx::AttributeProto::FLOATS) {
+        made.set_data_type(onnx::TensorProto::FLOAT);
+        made.add_dims(attr.floats_size());
+        made.mutable_float_data()->CopyFrom(attr.floats());
+      } else if (attr.name() == "value_int" && attr.type() == onnx::AttributeProto::INT) {
+        made.set_data_type(onnx::TensorProto::INT64);
+        made.add_int64_data(attr.i());
+      } else if (attr.name() == "value_ints" && attr.type() == onnx::AttributeProto::INTS) {
+        made.set_data_type(onnx::TensorProto::INT64);
+        made.add_dims(attr.ints_size());
+        made.mutable_int64_data()->CopyFrom(attr.ints());
+      } else {
+        node.fail("attribute \"{}\" ({}) is not supported; expected value, value_float(s) or value_int(s)", attr.name(),
+                  onnx::AttributeProto::AttributeType_Name(attr.type()));
+      }
+      made.set_name(node.output());
+      tensor = &made;
+    }
+    check_new_name(node, node.output());
+    constants_[node.output()] = tensor;
+  }
+
+  const std::string file_;
+  const onnx::GraphProto& graph_;
+  const ModelOptions options_;
+  int64_t opset_ = 0;
+  GraphBuilder builder_;
+  std::unordered_map<std::string, Value> activations_;
+  std::unordered_map<std::string, const onnx::TensorProto*> constants_;
+  std::deque<onnx::TensorProto> owned_;  // tensors made from Constant's value_float(s)/value_int(s)
+  std::unordered_map<std::string, std::vector<int>> consumers_;  // value name -> indices of reading nodes
+  std::unordered_set<std::string> graph_outputs_;
+  std::unordered_set<int> absorbed_;  // Add nodes taken in as the bias of a fully-connected layer
+};
+
+}  // namespace
+
+Graph import_onnx(const std::filesystem::path& path, const ModelOptions& options) {
+  const std::string file = path.string();
+  std::error_code error;
+  const auto size = std::filesystem::file_size(path, error);
+  if (error) fail("{}: cannot open: {}", file, error.message());
+  if (size > static_cast<uintmax_t>(INT_MAX)) {
+    fail("{}: cannot open: {} bytes exceeds protobuf's 2 GiB limit (external data is not supported)", file, size);
+  }
+  if (options.batch < 1) fail("{}: batch must be >= 1, got {}", file, options.batch);
+  std::ifstream stream(path, std::ios::binary);
+  if (!stream) fail("{}: cannot open: {}", file, std::generic_category().message(errno));
+  onnx::ModelProto model;
+  // A protobuf parses from many byte strings; a model also needs an IR version and a graph.
+  if (!model.ParseFromIstream(&stream) || model.ir_version() <= 0 || !model.has_graph()) {
+    fail("{}: not a valid ONNX model (the file does not parse as an ONNX ModelProto)", file);
+  }
+  return Importer(path, model, options).import();
+}
+
+}  // namespace occam
