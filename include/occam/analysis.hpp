@@ -17,6 +17,7 @@
 #include "occam/model.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -91,6 +92,11 @@ public:
 
   // Dependence closure of ops [first, last] (inclusive, topological indices).
   SpanClosure closure(OpId first, OpId last) const;
+  // closure(first, last).bytes for last = first, first + 1, ... in one incremental pass (each
+  // extension only lengthens row lifetimes, kept as range additions over the schedule); calls
+  // visit(last, bytes) and stops when it returns false. O(rows log events) per extension instead
+  // of a fresh simulation per span: this is what makes the DP and capacity sweeps fast.
+  void closures_from(OpId first, const std::function<bool(OpId last, int64_t bytes)>& visit) const;
   SpanBoundary boundary(OpId first, OpId last) const;
 
   // Per image: network inputs read once, network outputs written once (filters not included).
@@ -105,8 +111,7 @@ private:
   AnalysisOptions options_;
   std::vector<OpStats> stats_;
   std::vector<RowEvent> schedule_;
-  std::vector<int32_t> first_event_;  // per op: index of its first event in schedule_
-  std::vector<int32_t> last_event_;
+  std::vector<std::vector<int32_t>> op_events_;  // per op: positions of its events in schedule_
 };
 
 }  // namespace occam

@@ -78,10 +78,34 @@ struct Plan {
   bool operator==(const Plan&) const = default;
 };
 
+// Every multi-op span that fits a capacity (closure + filters), with its on-chip bytes and
+// traffic: computed once, then shared by plans at any capacity up to it (capacity sweeps).
+class SpanTable {
+public:
+  struct Span {
+    OpId last = 0;
+    int64_t on_chip_bytes = 0;
+    int64_t traffic_bytes = 0;
+  };
+
+  SpanTable(const Analysis& analysis, int64_t max_capacity_bytes);
+  const Analysis& analysis() const { return *analysis_; }
+  int64_t max_capacity_bytes() const { return max_capacity_bytes_; }
+  // Spans [first, last] with last > first that fit, by increasing last.
+  const std::vector<Span>& starting_at(OpId first) const { return spans_.at(static_cast<size_t>(first)); }
+
+private:
+  const Analysis* analysis_;
+  int64_t max_capacity_bytes_;
+  std::vector<std::vector<Span>> spans_;
+};
+
 // Least per-image traffic over all partitionings of the graph's topological order into contiguous
 // spans, each fitting `capacity_bytes` (closure + filters) or being a single op with a fallback.
 // Throws an Error naming the op when an op cannot run even with the fallbacks.
 Plan plan_optimal(const Analysis& analysis, const PlanOptions& options);
+// The same from a precomputed table; options.capacity_bytes must not exceed the table's.
+Plan plan_optimal(const SpanTable& table, const PlanOptions& options);
 
 // Fills a Plan from explicit cut points (partition i = ops [starts[i], starts[i+1]) ): the
 // accounting shared by every planner and by tests that enumerate cut sets.

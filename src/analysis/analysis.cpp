@@ -100,8 +100,7 @@ Analysis::Analysis(const Graph& graph, AnalysisOptions options) : graph_(&graph)
     total_events += events[o];
   }
   schedule_.reserve(static_cast<size_t>(total_events));
-  first_event_.assign(op_count, -1);
-  last_event_.assign(op_count, -1);
+  op_events_.assign(op_count, {});
 
   const auto ready = [&](size_t o) {
     const Op& op = graph.ops[o];
@@ -131,8 +130,7 @@ Analysis::Analysis(const Graph& graph, AnalysisOptions options) : graph_(&graph)
       if (!ready(o)) continue;
       const Op& op = graph.ops[o];
       const int64_t e = next_event[o]++;
-      if (first_event_[o] < 0) first_event_[o] = static_cast<int32_t>(schedule_.size());
-      last_event_[o] = static_cast<int32_t>(schedule_.size());
+      op_events_[o].push_back(static_cast<int32_t>(schedule_.size()));
       schedule_.push_back({static_cast<OpId>(o), static_cast<int32_t>(e)});
       const bool accumulates = rows::mode_of(graph, op) == rows::Mode::Accumulate;
       if (!accumulates || next_event[o] == events[o]) {
@@ -200,115 +198,105 @@ SpanClosure Analysis::closure(OpId first, OpId last) const {
   const Graph& g = *graph_;
   const auto inside = [&](OpId o) { return o >= first && o <= last; };
 
-  // Per tensor touched by the span: rows materialised (hi) and the first row any in-span consumer
+  // Per tensor touched by the span: rows materialised (hi) and the first row any in-span reader
   // still needs (lo); rows [lo, hi) are live. Tensors nobody inside reads are written out at once.
+  struct Reader {
+    size_t mark;  // index into `marks`
+  };
   struct Track {
     int64_t hi = 0;
     int64_t lo = 0;
     int64_t row_bytes = 0;
     int64_t max_rows = 0;
-    int readers = 0;  // in-span consumers
     bool external = false;
+    std::vector<Reader> readers;
   };
-  std::vector<Track> track(g.tensors.size());
+  std::vector<int> slot(g.tensors.size(), -1);
+  std::vector<Track> track;
   std::vector<TensorId> touched;
-  // watermark[o - first][k]: first row of input k that op o still needs.
-  std::vector<std::vector<int64_t>> watermark(static_cast<size_t>(last - first + 1));
-  const auto touch = [&](TensorId t, bool external) {
-    Track& tr = track[static_cast<size_t>(t)];
-    if (tr.row_bytes == 0) {
-      const Tensor& tensor = g.tensor(t);
-      tr.row_bytes = tensor_bytes(t) / tensor.shape.h;
-      tr.external = external;
+  const auto touch = [&](TensorId t) -> Track& {
+    int& s = slot[static_cast<size_t>(t)];
+    if (s < 0) {
+      s = static_cast<int>(track.size());
+      Track tr;
+      tr.row_bytes = tensor_bytes(t) / g.tensor(t).shape.h;
+      tr.external = !inside(g.tensor(t).producer);
+      track.push_back(std::move(tr));
       touched.push_back(t);
     }
-    return &tr;
+    return track[static_cast<size_t>(s)];
   };
-  int32_t begin = first_event_[static_cast<size_t>(first)];
-  int32_t end = last_event_[static_cast<size_t>(first)];
+  // marks[mark_base[o - first] + k]: first row of input k that op o still needs.
+  std::vector<size_t> mark_base(static_cast<size_t>(last - first + 1));
+  std::vector<int64_t> marks;
   for (OpId o = first; o <= last; ++o) {
     const Op& op = g.op(o);
+    mark_base[static_cast<size_t>(o - first)] = marks.size();
     for (TensorId in : op.inputs) {
-      Track* tr = touch(in, !inside(g.tensor(in).producer));
-      ++tr->readers;
+      touch(in).readers.push_back({marks.size()});
+      marks.push_back(0);
     }
-    touch(op.output, false);
-    watermark[static_cast<size_t>(o - first)].assign(op.inputs.size(), 0);
-    begin = std::min(begin, first_event_[static_cast<size_t>(o)]);
-    end = std::max(end, last_event_[static_cast<size_t>(o)]);
+    touch(op.output);
   }
-  // An input read twice by the same op (x + x) counts once.
+
+  std::vector<int32_t> order;
   for (OpId o = first; o <= last; ++o) {
-    const Op& op = g.op(o);
-    for (size_t k = 0; k < op.inputs.size(); ++k) {
-      for (size_t m = 0; m < k; ++m) {
-        if (op.inputs[m] == op.inputs[k]) --track[static_cast<size_t>(op.inputs[k])].readers;
-      }
-    }
+    const auto& events = op_events_[static_cast<size_t>(o)];
+    order.insert(order.end(), events.begin(), events.end());
   }
+  if (first != last) std::sort(order.begin(), order.end());
 
   int64_t live = 0;
   int64_t peak = 0;
-  const auto set_lo = [&](Track& tr, int64_t lo) {
+  const auto set_range = [&](Track& tr, int64_t lo, int64_t hi) {
     const int64_t before = std::max<int64_t>(0, tr.hi - tr.lo);
     tr.lo = lo;
-    live += (std::max<int64_t>(0, tr.hi - tr.lo) - before) * tr.row_bytes;
-  };
-  const auto set_hi = [&](Track& tr, int64_t hi) {
-    const int64_t before = std::max<int64_t>(0, tr.hi - tr.lo);
     tr.hi = hi;
-    const int64_t rows = std::max<int64_t>(0, tr.hi - tr.lo);
+    const int64_t rows = std::max<int64_t>(0, hi - lo);
     live += (rows - before) * tr.row_bytes;
     tr.max_rows = std::max(tr.max_rows, rows);
   };
 
-  for (int32_t i = begin; i <= end; ++i) {
-    const RowEvent& ev = schedule_[static_cast<size_t>(i)];
-    if (!inside(ev.op)) continue;
+  for (const int32_t position : order) {
+    const RowEvent& ev = schedule_[static_cast<size_t>(position)];
     const Op& op = g.op(ev.op);
     const bool accumulates = rows::mode_of(g, op) == rows::Mode::Accumulate;
     const int64_t count = rows::event_count(g, op);
     // External rows arrive just in time.
     for (size_t k = 0; k < op.inputs.size(); ++k) {
-      Track& tr = track[static_cast<size_t>(op.inputs[k])];
+      Track& tr = track[static_cast<size_t>(slot[static_cast<size_t>(op.inputs[k])])];
       if (tr.external) {
         const int64_t need = rows::band(g, op, k, ev.row).last + 1;
-        if (need > tr.hi) set_hi(tr, need);
+        if (need > tr.hi) set_range(tr, tr.lo, need);
       }
     }
-    Track& out = track[static_cast<size_t>(op.output)];
-    if (!accumulates || ev.row == 0) set_hi(out, out.hi + 1);
+    Track& out = track[static_cast<size_t>(slot[static_cast<size_t>(op.output)])];
+    if (!accumulates || ev.row == 0) set_range(out, out.lo, out.hi + 1);
     // A view (Concat, Flatten) assembles its row from its input rows in place: it only costs
     // memory where an input row must also survive for another reader.
     const bool view = is_view(op.kind);
     if (!view) peak = std::max(peak, live);
     // Free what this op no longer needs.
-    auto& marks = watermark[static_cast<size_t>(ev.op - first)];
+    const size_t base = mark_base[static_cast<size_t>(ev.op - first)];
     for (size_t k = 0; k < op.inputs.size(); ++k) {
-      marks[k] = ev.row + 1 < count ? rows::band(g, op, k, ev.row + 1).first : g.input_of(op, k).shape.h;
+      marks[base + k] = ev.row + 1 < count ? rows::band(g, op, k, ev.row + 1).first : g.input_of(op, k).shape.h;
     }
-    for (size_t k = 0; k < op.inputs.size(); ++k) {
-      const TensorId t = op.inputs[k];
+    for (const TensorId t : op.inputs) {
+      Track& tr = track[static_cast<size_t>(slot[static_cast<size_t>(t)])];
       int64_t lo = INT64_MAX;
-      for (OpId c : g.tensor(t).consumers) {
-        if (!inside(c)) continue;
-        const Op& consumer = g.op(c);
-        for (size_t m = 0; m < consumer.inputs.size(); ++m) {
-          if (consumer.inputs[m] == t) lo = std::min(lo, watermark[static_cast<size_t>(c - first)][m]);
-        }
-      }
-      set_lo(track[static_cast<size_t>(t)], lo);
+      for (const Reader& r : tr.readers) lo = std::min(lo, marks[r.mark]);
+      set_range(tr, lo, tr.hi);
     }
     if (view) peak = std::max(peak, live);
     // Rows no in-span op reads are written out as soon as they are complete.
     const bool complete = !accumulates || ev.row + 1 == count;
-    if (out.readers == 0 && complete) set_lo(out, out.hi);
+    if (out.readers.empty() && complete) set_range(out, out.hi, out.hi);
   }
 
   SpanClosure result;
   const bool element = options_.granularity == Granularity::Element;
   for (TensorId t : touched) {
-    const Track& tr = track[static_cast<size_t>(t)];
+    const Track& tr = track[static_cast<size_t>(slot[static_cast<size_t>(t)])];
     if (tr.max_rows == 0) continue;
     result.buffers.push_back({t, tr.max_rows, tr.row_bytes});
     if (element) {
@@ -325,6 +313,150 @@ SpanClosure Analysis::closure(OpId first, OpId last) const {
   }
   if (!element) result.bytes = peak;
   return result;
+}
+
+namespace {
+
+// Range addition and global maximum over schedule positions: a bottom-up segment tree where each
+// node holds the maximum of its range including the additions pending at it.
+class MaxTree {
+public:
+  // Reuses its storage: sweeps start one tree per span start, and at high resolution the
+  // schedule has tens of thousands of positions.
+  void reset(size_t size) {
+    leaves_ = 1;
+    while (leaves_ < size) leaves_ *= 2;
+    max_.assign(2 * leaves_, 0);
+    pending_.assign(leaves_, 0);
+  }
+
+  void add(size_t first, size_t last, int64_t value) {
+    size_t lo = first + leaves_;
+    size_t hi = last + leaves_ + 1;
+    const size_t lo_leaf = lo;
+    const size_t hi_leaf = hi - 1;
+    for (; lo < hi; lo /= 2, hi /= 2) {
+      if (lo & 1) apply(lo++, value);
+      if (hi & 1) apply(--hi, value);
+    }
+    for (size_t node = lo_leaf / 2; node > 0; node /= 2) pull(node);
+    for (size_t node = hi_leaf / 2; node > 0; node /= 2) pull(node);
+  }
+  int64_t max() const { return max_[1]; }
+
+private:
+  void apply(size_t node, int64_t value) {
+    max_[node] += value;
+    if (node < leaves_) pending_[node] += value;
+  }
+  void pull(size_t node) { max_[node] = std::max(max_[2 * node], max_[2 * node + 1]) + pending_[node]; }
+
+  size_t leaves_ = 1;
+  std::vector<int64_t> max_;
+  std::vector<int64_t> pending_;
+};
+
+}  // namespace
+
+void Analysis::closures_from(OpId first, const std::function<bool(OpId last, int64_t bytes)>& visit) const {
+  if (first < 0 || first >= op_count()) fail("invalid span start {}", first);
+  if (options_.granularity != Granularity::Row) {
+    for (OpId last = first; last < op_count(); ++last) {
+      if (!visit(last, closure(first, last).bytes)) return;
+    }
+    return;
+  }
+  const Graph& g = *graph_;
+  // Every row is live over [alloc, end] in schedule positions, the same rule as closure(): rows
+  // count from their production (or just-in-time load) to the event of their last in-span reader,
+  // inclusive, except that a view reader (Concat, Flatten) reuses them in place at its event.
+  // end < alloc means the row is never live at once with anything (e.g. skipped by a stride).
+  struct Rows {
+    std::vector<int32_t> alloc;
+    std::vector<int32_t> end;
+    int64_t row_bytes = 0;
+    bool external = false;
+    bool read = false;  // an in-span op reads it (else its rows are written out when produced)
+  };
+  std::vector<Rows> rows_of(g.tensors.size());
+  thread_local MaxTree tree;
+  tree.reset(schedule_.size());
+  // Moves a row's live interval, touching the tree only where the old and new intervals differ.
+  const auto set_interval = [&](Rows& r, size_t row, int32_t alloc, int32_t end) {
+    const int32_t old_alloc = r.alloc[row];
+    const int32_t old_end = r.end[row];
+    r.alloc[row] = alloc;
+    r.end[row] = end;
+    const bool was_live = old_alloc <= old_end;
+    const bool is_live = alloc <= end;
+    const auto add = [&](int32_t first, int32_t last, int64_t bytes) {
+      if (first <= last) tree.add(static_cast<size_t>(first), static_cast<size_t>(last), bytes);
+    };
+    if (was_live && is_live && alloc <= old_end && old_alloc <= end) {
+      add(std::min(alloc, old_alloc), std::max(alloc, old_alloc) - 1, alloc < old_alloc ? r.row_bytes : -r.row_bytes);
+      add(std::min(end, old_end) + 1, std::max(end, old_end), end > old_end ? r.row_bytes : -r.row_bytes);
+      return;
+    }
+    if (was_live) add(old_alloc, old_end, -r.row_bytes);
+    if (is_live) add(alloc, end, r.row_bytes);
+  };
+  const auto start_rows = [&](TensorId t, bool external) -> Rows& {
+    Rows& r = rows_of[static_cast<size_t>(t)];
+    if (r.row_bytes == 0) {
+      const int64_t h = g.tensor(t).shape.h;
+      r.row_bytes = tensor_bytes(t) / h;
+      r.external = external;
+      r.alloc.assign(static_cast<size_t>(h), INT32_MAX);
+      r.end.assign(static_cast<size_t>(h), -1);
+    }
+    return r;
+  };
+
+  for (OpId last = first; last < op_count(); ++last) {
+    const Op& op = g.op(last);
+    const auto& positions = op_events_[static_cast<size_t>(last)];
+    const int64_t count = static_cast<int64_t>(positions.size());
+    const bool accumulates = rows::mode_of(g, op) == rows::Mode::Accumulate;
+    const bool view = is_view(op.kind);
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const TensorId t = op.inputs[k];
+      const Tensor& tensor = g.tensor(t);
+      Rows& r = start_rows(t, tensor.producer < first);
+      // This reader releases row `row` at the event after which its band has moved past it.
+      int64_t released = 0;
+      int64_t needed = 0;
+      for (int64_t e = 0; e < count; ++e) {
+        const int32_t position = positions[static_cast<size_t>(e)];
+        if (r.external) {
+          const int64_t last_row = rows::band(g, op, k, e).last;
+          for (; needed <= last_row; ++needed) {
+            const auto row = static_cast<size_t>(needed);
+            set_interval(r, row, std::min(r.alloc[row], position), r.end[row]);
+          }
+        }
+        const int64_t mark = e + 1 < count ? rows::band(g, op, k, e + 1).first : tensor.shape.h;
+        const int32_t end = view ? position - 1 : position;
+        for (; released < mark; ++released) {
+          const auto row = static_cast<size_t>(released);
+          // The first reader of a produced row replaces its write-out; later readers extend it.
+          set_interval(r, row, r.alloc[row], r.read || r.external ? std::max(r.end[row], end) : end);
+        }
+      }
+      r.read = true;
+    }
+    // The new op's rows are span outputs until a later op in the span reads them: live at their
+    // production only (an accumulator from its first to its last event).
+    Rows& out = start_rows(op.output, false);
+    for (int64_t e = 0; e < count; ++e) {
+      const int32_t position = positions[static_cast<size_t>(e)];
+      if (accumulates) {
+        if (e == 0) set_interval(out, 0, position, positions.back());
+      } else {
+        set_interval(out, static_cast<size_t>(e), position, position);
+      }
+    }
+    if (!visit(last, tree.max())) return;
+  }
 }
 
 int64_t Analysis::full_reuse_activation_bytes() const {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <unordered_map>
 
 namespace occam {
@@ -294,11 +295,16 @@ Graph normalize(Graph graph) {
     const Tensor& tensor = graph.tensors[static_cast<size_t>(t)];
     return tensor.consumers.size() == 1 && tensor.consumers[0] == op && !graph.is_output(t);
   };
-  const auto all_consumers_are_gemm = [&](TensorId t) {
+  // Looks through Identity ops (Dropout), which are removed too: a Flatten -> Dropout -> Gemm
+  // classifier must normalise like the Flatten -> Gemm that an eval-mode export writes.
+  const std::function<bool(TensorId)> all_consumers_are_gemm = [&](TensorId t) {
     const Tensor& tensor = graph.tensors[static_cast<size_t>(t)];
     return !tensor.consumers.empty() && !graph.is_output(t) &&
-           std::all_of(tensor.consumers.begin(), tensor.consumers.end(),
-                       [&](OpId c) { return graph.ops[static_cast<size_t>(c)].kind == OpKind::Gemm; });
+           std::all_of(tensor.consumers.begin(), tensor.consumers.end(), [&](OpId c) {
+             const Op& consumer = graph.ops[static_cast<size_t>(c)];
+             return consumer.kind == OpKind::Gemm ||
+                    (consumer.kind == OpKind::Identity && all_consumers_are_gemm(consumer.output));
+           });
   };
 
   std::vector<Op> kept;

@@ -17,7 +17,6 @@
 #include <bit>
 #include <climits>
 #include <cmath>
-#include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -38,11 +37,17 @@ constexpr int64_t kMaxOpset = 17;
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 constexpr int64_t kMaxGeometry = int64_t{1} << 20;
 
-std::string dims_str(const std::vector<int64_t>& dims) {
-  if (dims.empty()) return "scalar";
+std::string join(const std::vector<int64_t>& values, std::string_view separator) {
   std::string text;
-  for (int64_t d : dims) text += fmt::format("{}{}", text.empty() ? "" : "x", d);
+  for (size_t i = 0; i < values.size(); ++i) text += fmt::format("{}{}", i == 0 ? "" : separator, values[i]);
   return text;
+}
+
+std::string dims_str(const std::vector<int64_t>& dims) { return dims.empty() ? "scalar" : join(dims, "x"); }
+
+std::string type_name(int32_t data_type) {
+  const std::string& name = onnx::TensorProto::DataType_Name(data_type);
+  return name.empty() ? fmt::format("type {}", data_type) : name;
 }
 
 // One node, with the context that every message about it carries.
@@ -204,7 +209,7 @@ private:
       const onnx::TypeProto::Tensor& type = input.type().tensor_type();
       if (type.elem_type() != onnx::TensorProto::FLOAT) {
         occam::fail("{}: element type {} is not supported (expected FLOAT)", where,
-                    onnx::TensorProto::DataType_Name(type.elem_type()));
+                    type_name(type.elem_type()));
       }
       if (type.shape().dim_size() != 4) {
         occam::fail("{}: rank {} is not supported (expected an NCHW image, rank 4)", where, type.shape().dim_size());
@@ -318,7 +323,7 @@ private:
     std::vector<int64_t> dims(tensor.dims().begin(), tensor.dims().end());
     count = 1;
     for (int64_t d : dims) {
-      if (d < 0 || d > kMaxElements || count * d > kMaxElements) {
+      if (d < 0 || (d > 0 && count > kMaxElements / d)) {
         node.fail("tensor \"{}\" has invalid dimensions {}", tensor.name(), dims_str(dims));
       }
       count *= d;
@@ -342,24 +347,28 @@ private:
     }
     if (raw.size() != expected * sizeof(T)) {
       node.fail("tensor \"{}\" ({} {}) has {} bytes of raw_data, expected {}", tensor.name(), dims_str(dims),
-                onnx::TensorProto::DataType_Name(tensor.data_type()), raw.size(), expected * sizeof(T));
+                type_name(tensor.data_type()), raw.size(), expected * sizeof(T));
     }
     std::vector<T> values(expected);
     for (size_t k = 0; k < expected; ++k) values[k] = std::bit_cast<T>(load_le<Word>(raw.data() + k * sizeof(T)));
     return values;
   }
 
-  FloatTensor floats(const Node& node, int i) const {
+  // Decoded once per tensor, so that weights torch shares through Identity nodes stay shared.
+  FloatTensor floats(const Node& node, int i) {
     const onnx::TensorProto& tensor = constant_proto(node, i);
     if (tensor.data_type() != onnx::TensorProto::FLOAT) {
       node.fail("tensor \"{}\" has element type {}; weights must be FLOAT", tensor.name(),
-                onnx::TensorProto::DataType_Name(tensor.data_type()));
+                type_name(tensor.data_type()));
     }
     int64_t count = 0;
     FloatTensor result;
     result.dims = dims_of(node, tensor, count);
-    result.values = std::make_shared<const std::vector<float>>(
-        decode<float>(node, tensor, result.dims, count, tensor.float_data()));
+    Buffer& values = decoded_[&tensor];
+    if (!values) {
+      values = std::make_shared<const std::vector<float>>(decode<float>(node, tensor, result.dims, count, tensor.float_data()));
+    }
+    result.values = values;
     return result;
   }
 
@@ -367,14 +376,14 @@ private:
     const onnx::TensorProto& tensor = constant_proto(node, i);
     if (tensor.data_type() != onnx::TensorProto::INT64) {
       node.fail("tensor \"{}\" has element type {}, expected INT64", tensor.name(),
-                onnx::TensorProto::DataType_Name(tensor.data_type()));
+                type_name(tensor.data_type()));
     }
     int64_t count = 0;
     const std::vector<int64_t> dims = dims_of(node, tensor, count);
     return decode<int64_t>(node, tensor, dims, count, tensor.int64_data());
   }
 
-  float scalar(const Node& node, int i) const {
+  float scalar(const Node& node, int i) {
     const FloatTensor tensor = floats(node, i);
     if (tensor.size() != 1) node.fail("input \"{}\" must be a single value, got {}", node.input(i), dims_str(tensor.dims));
     return tensor.values->front();
@@ -392,7 +401,7 @@ private:
   }
   void emit(const Node& node, Op op, int rank) { emit(node, std::move(op), rank, node.output()); }
 
-  Op unary_op(OpKind kind, Value input) const {
+  static Op unary_op(OpKind kind, Value input) {
     Op op;
     op.kind = kind;
     op.inputs = {input.id};
@@ -408,7 +417,7 @@ private:
     if (values.empty()) return {fallback, fallback};
     if (values.size() != 2) node.fail("{} has {} values, expected 2 (only 2-D windows are supported)", key, values.size());
     for (int64_t v : values) {
-      if (v < least || v > kMaxGeometry) node.fail("{} [{}] must be in {}..{}", key, dims_str(values), least, kMaxGeometry);
+      if (v < least || v > kMaxGeometry) node.fail("{} [{}] must be in {}..{}", key, join(values, ", "), least, kMaxGeometry);
     }
     return {static_cast<int>(values[0]), static_cast<int>(values[1])};
   }
@@ -436,7 +445,7 @@ private:
       if (!pads.empty()) {
         if (pads.size() != 4) node.fail("pads has {} values, expected 4 (top, left, bottom, right)", pads.size());
         for (int64_t p : pads) {
-          if (p < 0 || p > kMaxGeometry) node.fail("pads [{}] must be in 0..{}", dims_str(pads), kMaxGeometry);
+          if (p < 0 || p > kMaxGeometry) node.fail("pads [{}] must be in 0..{}", join(pads, ", "), kMaxGeometry);
         }
         win.pad_top = static_cast<int>(pads[0]);
         win.pad_left = static_cast<int>(pads[1]);
@@ -476,7 +485,7 @@ private:
     }
     const std::vector<int64_t> kernel_shape = node.ints_attr("kernel_shape");
     if (!kernel_shape.empty() && kernel_shape != std::vector<int64_t>{weight.dims[2], weight.dims[3]}) {
-      node.fail("kernel_shape [{}] does not match the weight {}", dims_str(kernel_shape), dims_str(weight.dims));
+      node.fail("kernel_shape [{}] does not match the weight {}", join(kernel_shape, ", "), dims_str(weight.dims));
     }
     Op op = unary_op(OpKind::Conv, x);
     op.window = window(node, in, {weight.dims[2], weight.dims[3]});
@@ -500,7 +509,7 @@ private:
     node.expect_single_output("pooling indices have no IR counterpart");
     const Value x = activation(node, 0, {4});
     const std::vector<int64_t> kernel = node.ints_attr("kernel_shape");
-    if (kernel.size() != 2) node.fail("kernel_shape must have 2 values (a 2-D window), got [{}]", dims_str(kernel));
+    if (kernel.size() != 2) node.fail("kernel_shape must have 2 values (a 2-D window), got [{}]", join(kernel, ", "));
     Op op = unary_op(kind, x);
     op.window = window(node, builder_.shape(x.id), {kernel[0], kernel[1]});
     op.window.ceil_mode = node.int_attr("ceil_mode", 0) != 0;
@@ -561,7 +570,7 @@ private:
 
   // The weight of a fully-connected layer: a constant matrix whose input side must match the
   // activation's features.
-  FloatTensor fc_weight(const Node& node, Value x, bool out_first, int64_t& out) const {
+  FloatTensor fc_weight(const Node& node, Value x, bool out_first, int64_t& out) {
     FloatTensor weight = floats(node, 1);
     if (weight.dims.size() != 2) node.fail("weight \"{}\" is {}; expected a matrix", node.input(1), dims_str(weight.dims));
     const int64_t in = out_first ? weight.dims[1] : weight.dims[0];
@@ -639,6 +648,10 @@ private:
 
   void elementwise(const Node& node, Activation act) {
     node.expect_inputs(1, 1);
+    emit_activation(node, act);
+  }
+
+  void emit_activation(const Node& node, Activation act) {
     const Value x = activation(node, 0);
     Op op = unary_op(OpKind::Activation, x);
     op.activation = act;
@@ -661,7 +674,7 @@ private:
       if (node.has_input(2)) act.hi = scalar(node, 2);
     }
     if (!(act.lo <= act.hi)) node.fail("min {} exceeds max {}", act.lo, act.hi);
-    elementwise(node, act);
+    emit_activation(node, act);
   }
 
   // y = (x - mean) * gamma / sqrt(var + eps) + beta, kept as a per-channel scale and shift that
@@ -722,7 +735,7 @@ private:
     };
     if (!flattens()) {
       node.fail("reshape of {} to [{}] is not supported; only flattening to [N, -1] or [N, {}] is", in.str(),
-                dims_str(target), features);
+                join(target, ", "), features);
     }
     emit(node, unary_op(OpKind::Flatten, x), 2);
   }
@@ -793,6 +806,7 @@ private:
   GraphBuilder builder_;
   std::unordered_map<std::string, Value> activations_;
   std::unordered_map<std::string, const onnx::TensorProto*> constants_;
+  std::unordered_map<const onnx::TensorProto*, Buffer> decoded_;
   std::deque<onnx::TensorProto> owned_;  // tensors made from Constant's value_float(s)/value_int(s)
   std::unordered_map<std::string, std::vector<int>> consumers_;  // value name -> indices of reading nodes
   std::unordered_set<std::string> graph_outputs_;

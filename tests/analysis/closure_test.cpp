@@ -209,3 +209,41 @@ TEST(Analysis, RejectsBadElementSizes) {
 
 }  // namespace
 }  // namespace occam
+
+namespace occam {
+namespace {
+
+void expect_incremental_matches_direct(const Analysis& a, const std::string& what) {
+  for (OpId first = 0; first < a.op_count(); ++first) {
+    a.closures_from(first, [&](OpId last, int64_t bytes) {
+      EXPECT_EQ(bytes, a.closure(first, last).bytes) << what << " span " << first << ".." << last;
+      return true;
+    });
+  }
+}
+
+TEST(Closure, IncrementalSweepEqualsDirectSimulation) {
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 60; ++trial) {
+    const Graph g = trial % 2 ? testing::random_dag(rng, 12) : testing::random_chain(rng, 12);
+    expect_incremental_matches_direct(Analysis(g, one_byte()), "trial " + std::to_string(trial));
+  }
+  for (const char* name : {"resnet18", "googlenet", "mobilenet_v2"}) {
+    const Graph g = zoo_model(name, {.resolution = Resolution{96, 96}});
+    expect_incremental_matches_direct(Analysis(g, {2, Granularity::Row}), name);
+  }
+}
+
+TEST(Closure, IncrementalSweepStopsWhenAsked) {
+  const Graph g = zoo_model("vgg16");
+  const Analysis a(g);
+  int visited = 0;
+  a.closures_from(3, [&](OpId last, int64_t) {
+    ++visited;
+    return last < 6;
+  });
+  EXPECT_EQ(visited, 4);
+}
+
+}  // namespace
+}  // namespace occam
