@@ -21,7 +21,7 @@ int run_analyze(const AnalyzeArgs& args) {
   fmt::print("{} ({}), input {}, {} ops, {} bytes per element, {} granularity\n\n", graph.name, graph.source,
              graph.tensor(graph.inputs[0]).shape.str(), graph.ops.size(), args.plan.bytes_per_elem,
              args.plan.granularity);
-  Table table({"#", "op", "kind", "output", "MMACs", "filters", "out/image", "RF", "closure"});
+  Table table({"#", "op", "kind", "output", "MMACs", "filters", "out/image", "RF", "closure"}, 3);
   for (OpId o = 0; o < analysis.op_count(); ++o) {
     const Op& op = graph.op(o);
     const OpStats& s = analysis.op(o);

@@ -5,13 +5,16 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace occam::cli {
 
 class Table {
 public:
-  explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
+  // The first `text_columns` columns hold names and are left-aligned; the rest hold figures.
+  explicit Table(std::vector<std::string> header, size_t text_columns = 1)
+      : header_(std::move(header)), text_columns_(text_columns) {}
 
   void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
   void separator() { rows_.emplace_back(); }
@@ -26,8 +29,8 @@ public:
       std::string text;
       for (size_t c = 0; c < width.size(); ++c) {
         const std::string& cell = c < row.size() ? row[c] : std::string();
-        // The first column holds names: left-aligned; the rest hold figures.
-        text += c == 0 ? fmt::format("{:<{}}", cell, width[c]) : fmt::format("  {:>{}}", cell, width[c]);
+        const std::string_view gap = c == 0 ? "" : "  ";
+        text += c < text_columns_ ? fmt::format("{}{:<{}}", gap, cell, width[c]) : fmt::format("{}{:>{}}", gap, cell, width[c]);
       }
       while (!text.empty() && text.back() == ' ') text.pop_back();
       fmt::print(out, "{}\n", text);
@@ -49,6 +52,7 @@ public:
 private:
   std::vector<std::string> header_;
   std::vector<std::vector<std::string>> rows_;
+  size_t text_columns_;
 };
 
 }  // namespace occam::cli

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to occam's main job: installs what is missing,
+# builds, then plans resnet18 (the default model) for the default on-chip capacity.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+occam=build/release/tools/occam/occam
+echo
+echo "\$ occam plan resnet18 --sram 1MiB"
+"$occam" plan resnet18 --sram 1MiB
