@@ -98,6 +98,9 @@ public:
   // of a fresh simulation per span: this is what makes the DP and capacity sweeps fast.
   void closures_from(OpId first, const std::function<bool(OpId last, int64_t bytes)>& visit) const;
   SpanBoundary boundary(OpId first, OpId last) const;
+  // The span's row events in schedule order: the order in which a row-streaming executor runs
+  // the span with exactly closure(first, last)'s line buffers.
+  std::vector<RowEvent> span_events(OpId first, OpId last) const;
 
   // Per image: network inputs read once, network outputs written once (filters not included).
   int64_t full_reuse_activation_bytes() const;
@@ -107,6 +110,8 @@ public:
   int64_t base_case_activation_bytes() const;
 
 private:
+  std::vector<int32_t> span_positions(OpId first, OpId last) const;
+
   const Graph* graph_;
   AnalysisOptions options_;
   std::vector<OpStats> stats_;

@@ -193,6 +193,23 @@ SpanBoundary Analysis::boundary(OpId first, OpId last) const {
   return b;
 }
 
+std::vector<int32_t> Analysis::span_positions(OpId first, OpId last) const {
+  std::vector<int32_t> order;
+  for (OpId o = first; o <= last; ++o) {
+    const auto& events = op_events_[static_cast<size_t>(o)];
+    order.insert(order.end(), events.begin(), events.end());
+  }
+  if (first != last) std::sort(order.begin(), order.end());
+  return order;
+}
+
+std::vector<RowEvent> Analysis::span_events(OpId first, OpId last) const {
+  if (first < 0 || last < first || last >= op_count()) fail("invalid span [{}, {}]", first, last);
+  std::vector<RowEvent> events;
+  for (const int32_t position : span_positions(first, last)) events.push_back(schedule_[static_cast<size_t>(position)]);
+  return events;
+}
+
 SpanClosure Analysis::closure(OpId first, OpId last) const {
   if (first < 0 || last < first || last >= op_count()) fail("invalid span [{}, {}]", first, last);
   const Graph& g = *graph_;
@@ -239,13 +256,6 @@ SpanClosure Analysis::closure(OpId first, OpId last) const {
     touch(op.output);
   }
 
-  std::vector<int32_t> order;
-  for (OpId o = first; o <= last; ++o) {
-    const auto& events = op_events_[static_cast<size_t>(o)];
-    order.insert(order.end(), events.begin(), events.end());
-  }
-  if (first != last) std::sort(order.begin(), order.end());
-
   int64_t live = 0;
   int64_t peak = 0;
   const auto set_range = [&](Track& tr, int64_t lo, int64_t hi) {
@@ -257,7 +267,7 @@ SpanClosure Analysis::closure(OpId first, OpId last) const {
     tr.max_rows = std::max(tr.max_rows, rows);
   };
 
-  for (const int32_t position : order) {
+  for (const int32_t position : span_positions(first, last)) {
     const RowEvent& ev = schedule_[static_cast<size_t>(position)];
     const Op& op = g.op(ev.op);
     const bool accumulates = rows::mode_of(g, op) == rows::Mode::Accumulate;

@@ -247,3 +247,32 @@ TEST(Closure, IncrementalSweepStopsWhenAsked) {
 
 }  // namespace
 }  // namespace occam
+
+namespace occam {
+namespace {
+
+TEST(Analysis, SpanEventsFollowTheScheduleAndRespectDependences) {
+  const Graph g = zoo_model("resnet18", {.resolution = Resolution{64, 64}});
+  const Analysis a(g);
+  const std::vector<RowEvent> events = a.span_events(2, 7);
+  std::vector<int64_t> produced(g.tensors.size(), 0);
+  int64_t expected = 0;
+  for (OpId o = 2; o <= 7; ++o) expected += g.output_of(g.op(o)).shape.h;
+  EXPECT_EQ(static_cast<int64_t>(events.size()), expected);
+  for (const RowEvent& ev : events) {
+    ASSERT_GE(ev.op, 2);
+    ASSERT_LE(ev.op, 7);
+    EXPECT_EQ(produced[static_cast<size_t>(g.op(ev.op).output)]++, ev.row);  // rows in order
+    for (TensorId in : g.op(ev.op).inputs) {
+      const OpId producer = g.tensor(in).producer;
+      if (producer >= 2 && producer <= 7) {
+        // Row ev.row of a stride-1 3x3 conv needs its input up to ev.row + 1 (or the last row).
+        const int64_t need = std::min<int64_t>(ev.row + 1, g.tensor(in).shape.h - 1);
+        EXPECT_GT(produced[static_cast<size_t>(in)], need - (g.op(ev.op).window.kernel_h == 1 ? 1 : 0));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace occam
