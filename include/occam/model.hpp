@@ -159,6 +159,12 @@ private:
 // producer, removes Identity ops and Flatten/Reshape feeding a Gemm, and compacts the tensor list.
 Graph normalize(Graph graph);
 
+// The ops [first, last] of `graph` as a graph of their own: tensors produced before `first` (or
+// graph inputs) that the span reads become its inputs, in order of first use; tensors it produces
+// that later ops read (or graph outputs) become its outputs. Weights are shared, not copied. This is
+// what one pipeline stage (one chip) runs.
+Graph extract_span(const Graph& graph, OpId first, OpId last);
+
 // Parameters as the source framework counts them (BatchNorm's gamma and beta included, running
 // statistics not). Sums to torchvision's parameter count for zoo models.
 int64_t source_params(const Graph& graph, const Op& op);

@@ -394,6 +394,46 @@ Graph normalize(Graph graph) {
   return out;
 }
 
+Graph extract_span(const Graph& graph, OpId first, OpId last) {
+  if (first < 0 || last < first || last >= static_cast<OpId>(graph.ops.size())) {
+    fail("{}: invalid span of ops [{}, {}] (the graph has {})", graph.source, first, last, graph.ops.size());
+  }
+  const auto inside = [&](OpId o) { return o >= first && o <= last; };
+  Graph span;
+  span.name = fmt::format("{}[{}..{}]", graph.name, graph.op(first).name, graph.op(last).name);
+  span.source = graph.source;
+  std::vector<TensorId> remap(graph.tensors.size(), -1);
+  const auto keep = [&](TensorId t) {
+    if (remap[static_cast<size_t>(t)] < 0) {
+      remap[static_cast<size_t>(t)] = static_cast<TensorId>(span.tensors.size());
+      Tensor copy = graph.tensor(t);
+      copy.producer = -1;
+      copy.consumers.clear();
+      span.tensors.push_back(std::move(copy));
+    }
+    return remap[static_cast<size_t>(t)];
+  };
+  for (OpId o = first; o <= last; ++o) {
+    Op op = graph.op(o);
+    for (TensorId& in : op.inputs) {
+      const bool external = !inside(graph.tensor(in).producer);
+      const bool seen = remap[static_cast<size_t>(in)] >= 0;
+      in = keep(in);
+      if (external && !seen) span.inputs.push_back(in);
+    }
+    const TensorId original_output = op.output;
+    op.output = keep(original_output);
+    span.tensors[static_cast<size_t>(op.output)].producer = static_cast<OpId>(span.ops.size());
+    const Tensor& out = graph.tensor(original_output);
+    const bool leaves = graph.is_output(original_output) ||
+                        std::any_of(out.consumers.begin(), out.consumers.end(), [&](OpId c) { return !inside(c); });
+    if (leaves) span.outputs.push_back(op.output);
+    span.ops.push_back(std::move(op));
+  }
+  link_consumers(span);
+  return span;
+}
+
 int64_t source_params(const Graph& graph, const Op& op) {
   const Shape& in = graph.input_of(op).shape;
   switch (op.kind) {
