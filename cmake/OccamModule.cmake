@@ -25,5 +25,5 @@ function(occam_test_folder folder)
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gtest_main)
   gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
-    PROPERTIES ENVIRONMENT "OCCAM_TEST_DATA=${CMAKE_BINARY_DIR}/testdata")
+    PROPERTIES ENVIRONMENT "OCCAM_TEST_DATA=${CMAKE_BINARY_DIR}/testdata;OMP_WAIT_POLICY=passive")
 endfunction()

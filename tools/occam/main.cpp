@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   occam::cli::add_simulate_command(app, action);
   occam::cli::add_compare_command(app, action);
   occam::cli::add_report_command(app, action);
+  occam::cli::add_run_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

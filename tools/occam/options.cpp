@@ -11,10 +11,11 @@ void add_model_options(CLI::App& command, ModelArgs& args, bool model_required) 
   auto* model = command.add_option("model", args.spec, "zoo model name (see `occam models`) or path to an .onnx file");
   if (model_required) model->required();
   command.add_option("--resolution", args.resolution, "input resolution HxW (default: the model's own)");
-  command.add_option("--batch", args.batch, "images per inference (N)")->check(CLI::PositiveNumber);
+  command.add_option("--batch", args.batch, "images per inference (N)");
 }
 
 Graph load_graph(const ModelArgs& args, bool with_weights) {
+  if (args.batch < 1) fail("--batch {}: a batch must hold at least one image", args.batch);
   ModelOptions options;
   if (!args.resolution.empty()) options.resolution = parse_resolution(args.resolution);
   options.batch = args.batch;

@@ -1,0 +1,199 @@
+// Real execution of a Graph on the CPU.
+//
+// oneDNN style, describe -> create -> execute: an executor is compiled once from a Graph (and, for
+// the fused executor, a Plan). Compiling chooses kernels and layouts, reorders the weights and
+// allocates every buffer it will ever use from its own MemoryAccount; `run` then executes one
+// mini-batch per call without allocating, so the account's peak is the executor's real footprint.
+//
+// Inputs and outputs are caller-owned dense NCHW HostTensors and are not counted by any account.
+#pragma once
+
+#include "occam/model.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace occam {
+
+// ---------------------------------------------------------------------------------------------
+// Memory accounting
+
+// What a buffer holds. Activations and scratchpad grow with the input resolution and batch; weights
+// (reordered filters, biases) do not and are reported apart.
+enum class MemoryUse : uint8_t { Activations, Scratchpad, Weights };
+std::string_view to_string(MemoryUse use);
+
+class MemoryAccount;
+
+// Storage handed out by a MemoryAccount: 64-byte aligned, given back when destroyed. Move-only.
+class Allocation {
+public:
+  Allocation() = default;
+  Allocation(Allocation&& other) noexcept;
+  Allocation& operator=(Allocation&& other) noexcept;
+  Allocation(const Allocation&) = delete;
+  Allocation& operator=(const Allocation&) = delete;
+  ~Allocation();
+
+  void* data() const { return data_; }
+  float* floats() const { return static_cast<float*>(data_); }
+  int64_t bytes() const { return bytes_; }
+  MemoryUse use() const { return use_; }
+
+private:
+  friend class MemoryAccount;
+  Allocation(MemoryAccount* account, void* data, int64_t bytes, MemoryUse use)
+      : account_(account), data_(data), bytes_(bytes), use_(use) {}
+  void release();
+
+  MemoryAccount* account_ = nullptr;
+  void* data_ = nullptr;
+  int64_t bytes_ = 0;
+  MemoryUse use_ = MemoryUse::Activations;
+};
+
+// The one allocator of an executor. Counts current and peak bytes per use, and the peak of
+// activations + scratchpad together (the "peak activation memory" executors report). Thread-safe.
+// Must outlive its allocations.
+class MemoryAccount {
+public:
+  MemoryAccount() = default;
+  MemoryAccount(const MemoryAccount&) = delete;
+  MemoryAccount& operator=(const MemoryAccount&) = delete;
+
+  // Throws an Error naming `what` if the memory cannot be had.
+  Allocation allocate(int64_t bytes, MemoryUse use, std::string_view what);
+
+  int64_t current_bytes(MemoryUse use) const;
+  int64_t peak_bytes(MemoryUse use) const;
+  int64_t activation_peak_bytes() const;  // peak of activations + scratchpad
+  int64_t allocations() const;            // currently live
+
+private:
+  friend class Allocation;
+  void give_back(void* data, int64_t bytes, MemoryUse use);
+
+  mutable std::mutex mutex_;
+  int64_t current_[3] = {};
+  int64_t peak_[3] = {};
+  int64_t activation_peak_ = 0;
+  int64_t live_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Host tensors and inputs
+
+// A dense NCHW float tensor owned by the caller: network inputs and outputs.
+struct HostTensor {
+  Shape shape;
+  std::vector<float> values;
+
+  HostTensor() = default;
+  explicit HostTensor(const Shape& s) : shape(s), values(static_cast<size_t>(s.elements())) {}
+};
+
+// Seed of the default random input (same value as the zoo's weight seed, for one documented number).
+inline constexpr uint64_t kInputSeed = 2106'14138;
+
+// Uniform values in [-1, 1) from a 64-bit Mersenne Twister, identical with every standard library:
+// about the range of an ImageNet-normalised image.
+HostTensor random_input(const Shape& shape, uint64_t seed = kInputSeed);
+
+// An 8-bit image, pixels interleaved row by row (RGB or gray).
+struct Image {
+  int64_t height = 0, width = 0;
+  int channels = 3;  // 1 or 3
+  std::vector<uint8_t> pixels;
+};
+
+// Reads a PNG or JPEG file (recognised by its signature, not its name) as 8-bit RGB. Throws an
+// Error naming the path when the file cannot be read or decoded.
+Image read_image(const std::filesystem::path& path);
+
+// Network input of `shape` from an image: resized bilinearly (half-pixel centres, as PyTorch's
+// interpolate with align_corners=False) to shape.h x shape.w, then for 3 channels scaled to [0,1] and
+// normalised with ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); for 1 channel
+// converted to luma (ITU-R BT.601) in [0,1], as DnCNN expects. Every image of the batch is the same.
+HostTensor image_input(const Image& image, const Shape& shape);
+HostTensor load_image(const std::filesystem::path& path, const Shape& shape);
+
+// ---------------------------------------------------------------------------------------------
+// Executors
+
+class Executor {
+public:
+  virtual ~Executor() = default;
+
+  // One input per graph input and one output per graph output, in the graph's order, with the
+  // graph's shapes (outputs pre-sized by the caller); throws an Error on any mismatch.
+  virtual void run(std::span<const HostTensor> inputs, std::span<HostTensor> outputs) = 0;
+  // Convenience for one-off runs: allocates the outputs.
+  std::vector<HostTensor> run(std::span<const HostTensor> inputs);
+
+  virtual const MemoryAccount& memory() const = 0;
+  // One line: kernels and layouts, e.g. "oneDNN 2.6.3 layer by layer: direct convolution, nChw16c
+  // activations, 8 residual adds fused, 24 steps".
+  virtual std::string describe() const = 0;
+  virtual std::span<const Shape> input_shapes() const = 0;
+  virtual std::span<const Shape> output_shapes() const = 0;
+};
+
+enum class ConvAlgorithm : uint8_t {
+  Direct,
+  // oneDNN's Winograd wherever it offers it (3x3, stride 1, not grouped or dilated, and only with
+  // AVX-512 in oneDNN 2.6); direct elsewhere. Faster on 3x3-heavy nets, numerically looser.
+  Winograd,
+};
+std::string_view to_string(ConvAlgorithm algorithm);
+
+enum class ActivationLayout : uint8_t {
+  Measure,  // compile both below and keep the one that runs faster on this machine
+  Any,      // each primitive picks its preferred layout (format_tag::any); reorders where they differ
+  // The ISA's native channel blocking for every activation with at least a block of channels:
+  // nChw16c with AVX-512, nChw8c with AVX2.
+  Blocked,
+};
+std::string_view to_string(ActivationLayout layout);
+
+struct ReferenceOptions {
+  int threads = 0;  // 0: every hardware thread
+  ConvAlgorithm algorithm = ConvAlgorithm::Direct;
+  ActivationLayout layout = ActivationLayout::Measure;
+};
+
+// The best layer-by-layer executor oneDNN offers: one primitive per op, created once; activations
+// fused as eltwise post-ops; a residual Add whose other operand is dead afterwards fused as an
+// in-place `sum` post-op of the convolution producing it; weights reordered once to the primitives'
+// preferred layouts; all activations in one arena whose offsets come from tensor lifetimes (the
+// peak of simultaneously live tensors, not their sum). Needs a graph with weights.
+std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceOptions& options = {});
+
+// ---------------------------------------------------------------------------------------------
+// Measuring and reading results
+
+struct RunTimes {
+  double min_ms = 0;
+  double median_ms = 0;
+  int runs = 0;
+};
+// Runs `executor` once to warm up, then `runs` times, timing each run.
+RunTimes time_runs(Executor& executor, std::span<const HostTensor> inputs, std::span<HostTensor> outputs,
+                   int runs);
+
+// max |a - b| / max |b|: the error of `a` relative to the scale of the reference `b`.
+double max_relative_error(const HostTensor& a, const HostTensor& b);
+
+struct ClassScore {
+  int64_t index = 0;
+  float score = 0;
+};
+// The k highest scores of image `batch_index` of a classifier output (N, classes, 1, 1), best first.
+std::vector<ClassScore> top_k(const HostTensor& output, int k, int64_t batch_index = 0);
+
+}  // namespace occam
