@@ -434,36 +434,28 @@ Graph extract_span(const Graph& graph, OpId first, OpId last) {
   return span;
 }
 
-int64_t source_params(const Graph& graph, const Op& op) {
+namespace {
+
+// Elements of an op's weight tensor proper (no bias, no BatchNorm terms).
+int64_t weight_elements(const Graph& graph, const Op& op) {
   const Shape& in = graph.input_of(op).shape;
   switch (op.kind) {
-    case OpKind::Conv: {
-      const int64_t kernel = op.out_channels * (in.c / op.groups) * op.window.kernel_h * op.window.kernel_w;
-      return kernel + (op.has_bias ? op.out_channels : 0) + (op.folded_batchnorm ? 2 * op.out_channels : 0);
-    }
-    case OpKind::Gemm:
-      return in.image_elements() * op.out_channels + (op.has_bias ? op.out_channels : 0);
-    case OpKind::BatchNorm:
-      return 2 * in.c;
-    default:
-      return 0;
+    case OpKind::Conv: return op.out_channels * (in.c / op.groups) * op.window.kernel_h * op.window.kernel_w;
+    case OpKind::Gemm: return in.image_elements() * op.out_channels;
+    case OpKind::BatchNorm: return 2 * in.c;  // scale and shift (gamma and beta in the source)
+    default: return 0;
   }
 }
 
+}  // namespace
+
+int64_t source_params(const Graph& graph, const Op& op) {
+  return weight_elements(graph, op) + (op.has_bias ? op.out_channels : 0) +
+         (op.folded_batchnorm ? 2 * op.out_channels : 0);
+}
+
 int64_t filter_elements(const Graph& graph, const Op& op) {
-  const Shape& in = graph.input_of(op).shape;
-  switch (op.kind) {
-    case OpKind::Conv: {
-      const int64_t kernel = op.out_channels * (in.c / op.groups) * op.window.kernel_h * op.window.kernel_w;
-      return kernel + (op.has_bias || op.folded_batchnorm ? op.out_channels : 0);
-    }
-    case OpKind::Gemm:
-      return in.image_elements() * op.out_channels + (op.has_bias ? op.out_channels : 0);
-    case OpKind::BatchNorm:
-      return 2 * in.c;
-    default:
-      return 0;
-  }
+  return weight_elements(graph, op) + (op.has_bias || op.folded_batchnorm ? op.out_channels : 0);
 }
 
 int64_t op_macs(const Graph& graph, const Op& op) {

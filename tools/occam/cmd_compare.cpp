@@ -77,9 +77,7 @@ void add_compare_command(CLI::App& app, Action& action) {
   auto* command = app.add_subcommand(
       "compare", "off-chip traffic, latency, throughput and energy of base / Layer Fusion / greedy / Occam / Occam+STAP");
   auto args = std::make_shared<CompareArgs>();
-  command->add_option("models", args->models,
-                      "zoo names or .onnx files (default: alexnet vgg16 resnet18 resnet50 mobilenet_v2 googlenet)");
-  command->add_option("--resolution", args->resolution, "input resolution HxW (default: each model's own)");
+  add_model_list_options(*command, args->models, args->resolution);
   add_hardware_options(*command, args->hardware, true);
   command->add_option("--json", args->json, "write the comparison as JSON to this file (- for stdout)");
   command->add_option("--csv", args->csv, "write one CSV row per model and method to this file (- for stdout)");

@@ -76,9 +76,7 @@ void add_report_command(CLI::App& app, Action& action) {
   auto* command = app.add_subcommand(
       "report", "plots (PNG and SVG, via gnuplot): traffic vs capacity, pipeline Gantt charts, stage times with STAP");
   auto args = std::make_shared<ReportArgs>();
-  command->add_option("models", args->models,
-                      "zoo names or .onnx files (default: alexnet vgg16 resnet18 resnet50 mobilenet_v2 googlenet)");
-  command->add_option("--resolution", args->resolution, "input resolution HxW (default: each model's own)");
+  add_model_list_options(*command, args->models, args->resolution);
   add_hardware_options(*command, args->hardware);
   command->add_option("--out", args->out, "folder for the plots, their data and scripts")->required();
   command->add_option("--gantt-batches", args->gantt_batches,

@@ -10,6 +10,12 @@
 
 namespace occam::cli {
 
+void add_model_list_options(CLI::App& command, std::vector<std::string>& models, std::string& resolution) {
+  command.add_option("models", models,
+                     "zoo names or .onnx files (default: alexnet vgg16 resnet18 resnet50 mobilenet_v2 googlenet)");
+  command.add_option("--resolution", resolution, "input resolution HxW (default: each model's own)");
+}
+
 void add_hardware_options(CLI::App& command, HardwareArgs& args, bool several) {
   std::string presets;
   for (const HardwarePreset& preset : hardware_presets()) presets += (presets.empty() ? "" : ", ") + std::string(preset.name);

@@ -22,6 +22,9 @@ struct HardwareArgs {
   std::string handoff = "dram";
   std::string granularity = "row";
 };
+// The models a comparison covers (default: the paper's six) and their shared --resolution.
+void add_model_list_options(CLI::App& command, std::vector<std::string>& models, std::string& resolution);
+
 // `several`: --hw may be repeated (one table per hardware).
 void add_hardware_options(CLI::App& command, HardwareArgs& args, bool several = false);
 // The hardware named by `spec` (empty: the default) with --chips and --sram applied.
