@@ -94,8 +94,8 @@ public:
   SpanClosure closure(OpId first, OpId last) const;
   // closure(first, last).bytes for last = first, first + 1, ... in one incremental pass (each
   // extension only lengthens row lifetimes, kept as range additions over the schedule); calls
-  // visit(last, bytes) and stops when it returns false. O(rows log events) per extension instead
-  // of a fresh simulation per span: this is what makes the DP and capacity sweeps fast.
+  // visit(last, bytes) and stops when it returns false. O(rows + events) per extension instead of
+  // a fresh simulation per span: this is what makes the DP and capacity sweeps fast.
   void closures_from(OpId first, const std::function<bool(OpId last, int64_t bytes)>& visit) const;
   SpanBoundary boundary(OpId first, OpId last) const;
   // The span's row events in schedule order: the order in which a row-streaming executor runs

@@ -327,43 +327,31 @@ SpanClosure Analysis::closure(OpId first, OpId last) const {
 
 namespace {
 
-// Range addition and global maximum over schedule positions: a bottom-up segment tree where each
-// node holds the maximum of its range including the additions pending at it.
-class MaxTree {
+// Range addition and global maximum over schedule positions. Additions are O(1) on a difference
+// array; the maximum is a prefix-sum scan, taken once per span extension. A span extension adds
+// hundreds of row intervals but asks for one maximum, so this beats a segment tree several times.
+class LiveProfile {
 public:
-  // Reuses its storage: sweeps start one tree per span start, and at high resolution the
+  // Reuses its storage: sweeps start one profile per span start, and at high resolution the
   // schedule has tens of thousands of positions.
-  void reset(size_t size) {
-    leaves_ = 1;
-    while (leaves_ < size) leaves_ *= 2;
-    max_.assign(2 * leaves_, 0);
-    pending_.assign(leaves_, 0);
-  }
+  void reset(size_t size) { delta_.assign(size + 1, 0); }
 
   void add(size_t first, size_t last, int64_t value) {
-    size_t lo = first + leaves_;
-    size_t hi = last + leaves_ + 1;
-    const size_t lo_leaf = lo;
-    const size_t hi_leaf = hi - 1;
-    for (; lo < hi; lo /= 2, hi /= 2) {
-      if (lo & 1) apply(lo++, value);
-      if (hi & 1) apply(--hi, value);
-    }
-    for (size_t node = lo_leaf / 2; node > 0; node /= 2) pull(node);
-    for (size_t node = hi_leaf / 2; node > 0; node /= 2) pull(node);
+    delta_[first] += value;
+    delta_[last + 1] -= value;
   }
-  int64_t max() const { return max_[1]; }
+  int64_t max() const {
+    int64_t live = 0;
+    int64_t peak = 0;
+    for (size_t p = 0; p + 1 < delta_.size(); ++p) {
+      live += delta_[p];
+      peak = std::max(peak, live);
+    }
+    return peak;
+  }
 
 private:
-  void apply(size_t node, int64_t value) {
-    max_[node] += value;
-    if (node < leaves_) pending_[node] += value;
-  }
-  void pull(size_t node) { max_[node] = std::max(max_[2 * node], max_[2 * node + 1]) + pending_[node]; }
-
-  size_t leaves_ = 1;
-  std::vector<int64_t> max_;
-  std::vector<int64_t> pending_;
+  std::vector<int64_t> delta_;
 };
 
 }  // namespace
@@ -389,9 +377,9 @@ void Analysis::closures_from(OpId first, const std::function<bool(OpId last, int
     bool read = false;  // an in-span op reads it (else its rows are written out when produced)
   };
   std::vector<Rows> rows_of(g.tensors.size());
-  thread_local MaxTree tree;
-  tree.reset(schedule_.size());
-  // Moves a row's live interval, touching the tree only where the old and new intervals differ.
+  thread_local LiveProfile profile;
+  profile.reset(schedule_.size());
+  // Moves a row's live interval, touching the profile only where the old and new intervals differ.
   const auto set_interval = [&](Rows& r, size_t row, int32_t alloc, int32_t end) {
     const int32_t old_alloc = r.alloc[row];
     const int32_t old_end = r.end[row];
@@ -400,7 +388,7 @@ void Analysis::closures_from(OpId first, const std::function<bool(OpId last, int
     const bool was_live = old_alloc <= old_end;
     const bool is_live = alloc <= end;
     const auto add = [&](int32_t first, int32_t last, int64_t bytes) {
-      if (first <= last) tree.add(static_cast<size_t>(first), static_cast<size_t>(last), bytes);
+      if (first <= last) profile.add(static_cast<size_t>(first), static_cast<size_t>(last), bytes);
     };
     if (was_live && is_live && alloc <= old_end && old_alloc <= end) {
       add(std::min(alloc, old_alloc), std::max(alloc, old_alloc) - 1, alloc < old_alloc ? r.row_bytes : -r.row_bytes);
@@ -465,7 +453,7 @@ void Analysis::closures_from(OpId first, const std::function<bool(OpId last, int
         set_interval(out, static_cast<size_t>(e), position, position);
       }
     }
-    if (!visit(last, tree.max())) return;
+    if (!visit(last, profile.max())) return;
   }
 }
 
