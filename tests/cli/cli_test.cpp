@@ -1,5 +1,7 @@
 // The `occam` command line as a user meets it: bad input must give one clear line naming the
 // culprit and a non-zero exit, never a crash or a stack of messages.
+#include "occam/plan.hpp"
+
 #include <onnx/onnx_pb.h>
 
 #include <gtest/gtest.h>
@@ -55,7 +57,13 @@ TEST(Cli, PlanPrintsThePartitionTableAndWritesJson) {
   EXPECT_NE(r.output.find("partitions (one chip each)"), std::string::npos);
   EXPECT_NE(r.output.find("conv1 .. "), std::string::npos);
   EXPECT_NE(r.output.find("vs layer by layer"), std::string::npos);
-  EXPECT_TRUE(fs::exists(json));
+  // The file parses back into exactly the plan the library makes for the same inputs.
+  const occam::Graph graph = occam::zoo_model("resnet18");
+  const occam::Analysis analysis(graph, {2, occam::Granularity::Row});
+  occam::PlanOptions options;
+  options.capacity_bytes = 1 << 20;
+  options.analysis = analysis.options();
+  EXPECT_EQ(occam::load_plan(json), occam::plan_optimal(analysis, options));
   fs::remove(json);
 }
 
