@@ -245,18 +245,21 @@ TensorId resnet_shortcut(NetBuilder& net, TensorId x, const std::string& name, i
   return net.conv_bn(x, name + ".downsample", out, 1, stride, 0, {});
 }
 
+// The shortcut is built after the main path, as torchvision's forward() (and so its ONNX export)
+// orders it: the partitioner cuts the topological order, and this order lets the block input's
+// rows wait for the main path without an extra tensor crossing a cut.
 TensorId basic_block(NetBuilder& net, TensorId x, const std::string& name, int64_t planes, int stride) {
-  const TensorId shortcut = resnet_shortcut(net, x, name, planes, stride);
   TensorId y = net.conv_bn(x, name + ".conv1", planes, 3, stride, 1, Activation::relu());
   y = net.conv_bn(y, name + ".conv2", planes, 3, 1, 1, {});
+  const TensorId shortcut = resnet_shortcut(net, x, name, planes, stride);
   return net.relu(net.binary(y, shortcut, name + ".add", OpKind::Add), name + ".relu");
 }
 
 TensorId bottleneck(NetBuilder& net, TensorId x, const std::string& name, int64_t planes, int stride) {
-  const TensorId shortcut = resnet_shortcut(net, x, name, planes * 4, stride);
   TensorId y = net.conv_bn(x, name + ".conv1", planes, 1, 1, 0, Activation::relu());
   y = net.conv_bn(y, name + ".conv2", planes, 3, stride, 1, Activation::relu());
   y = net.conv_bn(y, name + ".conv3", planes * 4, 1, 1, 0, {});
+  const TensorId shortcut = resnet_shortcut(net, x, name, planes * 4, stride);
   return net.relu(net.binary(y, shortcut, name + ".add", OpKind::Add), name + ".relu");
 }
 
