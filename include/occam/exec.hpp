@@ -9,6 +9,7 @@
 #pragma once
 
 #include "occam/model.hpp"
+#include "occam/plan.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -29,6 +30,12 @@ namespace occam {
 enum class MemoryUse : uint8_t { Activations, Scratchpad, Weights };
 std::string_view to_string(MemoryUse use);
 
+// Where an Allocation's bytes come from. A SharedFile allocation is an anonymous memory file
+// (memfd), page-rounded and mapped once; its file() lets an executor map page ranges of it again
+// (a circular line buffer mapped twice back to back, so that no window of rows wraps) without using
+// more memory, which is why the account counts it once.
+enum class Backing : uint8_t { Heap, SharedFile };
+
 class MemoryAccount;
 
 // Storage handed out by a MemoryAccount: 64-byte aligned, given back when destroyed. Move-only.
@@ -45,17 +52,19 @@ public:
   float* floats() const { return static_cast<float*>(data_); }
   int64_t bytes() const { return bytes_; }
   MemoryUse use() const { return use_; }
+  int file() const { return file_; }  // the memory file of a SharedFile allocation, else -1
 
 private:
   friend class MemoryAccount;
-  Allocation(MemoryAccount* account, void* data, int64_t bytes, MemoryUse use)
-      : account_(account), data_(data), bytes_(bytes), use_(use) {}
+  Allocation(MemoryAccount* account, void* data, int64_t bytes, MemoryUse use, int file)
+      : account_(account), data_(data), bytes_(bytes), use_(use), file_(file) {}
   void release();
 
   MemoryAccount* account_ = nullptr;
   void* data_ = nullptr;
   int64_t bytes_ = 0;
   MemoryUse use_ = MemoryUse::Activations;
+  int file_ = -1;
 };
 
 // The one allocator of an executor. Counts current and peak bytes per use, and the peak of
@@ -67,8 +76,9 @@ public:
   MemoryAccount(const MemoryAccount&) = delete;
   MemoryAccount& operator=(const MemoryAccount&) = delete;
 
-  // Throws an Error naming `what` if the memory cannot be had.
-  Allocation allocate(int64_t bytes, MemoryUse use, std::string_view what);
+  // Throws an Error naming `what` if the memory cannot be had. SharedFile sizes are rounded up to
+  // whole pages, and the rounded size is what the account counts.
+  Allocation allocate(int64_t bytes, MemoryUse use, std::string_view what, Backing backing = Backing::Heap);
 
   int64_t current_bytes(MemoryUse use) const;
   int64_t peak_bytes(MemoryUse use) const;
@@ -77,7 +87,8 @@ public:
 
 private:
   friend class Allocation;
-  void give_back(void* data, int64_t bytes, MemoryUse use);
+  void count(int64_t bytes, MemoryUse use);
+  void give_back(int64_t bytes, MemoryUse use);
 
   mutable std::mutex mutex_;
   int64_t current_[3] = {};
@@ -122,6 +133,12 @@ Image read_image(const std::filesystem::path& path);
 // converted to luma (ITU-R BT.601) in [0,1], as DnCNN expects. Every image of the batch is the same.
 HostTensor image_input(const Image& image, const Shape& shape);
 HostTensor load_image(const std::filesystem::path& path, const Shape& shape);
+
+// A dense output (N, C, H, W) of image `batch_index` as an 8-bit picture: 3 channels as RGB, else the
+// first channel as gray, each scaled from its [min, max] to [0, 255].
+Image output_image(const HostTensor& output, int64_t batch_index = 0);
+// Throws an Error naming the path when it cannot be written.
+void write_png(const Image& image, const std::filesystem::path& path);
 
 // ---------------------------------------------------------------------------------------------
 // Executors
@@ -173,6 +190,57 @@ struct ReferenceOptions {
 // preferred layouts; all activations in one arena whose offsets come from tensor lifetimes (the
 // peak of simultaneously live tensors, not their sum). Needs a graph with weights.
 std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceOptions& options = {});
+
+// ---------------------------------------------------------------------------------------------
+// Fused (row-streaming) execution of a plan
+
+struct FusedOptions {
+  int threads = 0;  // 0: every hardware thread
+  // Coarsening: each op runs as many output rows per step as fit in band_bytes (at least one), which
+  // gives its kernel calls more work at the price of longer-lived rows (the line buffers are
+  // re-measured for the banded order). 0: one row per step, exactly Analysis::span_events and
+  // closure().buffers.
+  int64_t band_bytes = 0;
+};
+
+// Runs every partition of `plan` as a row-streaming pipeline in the order of
+// Analysis::span_events: each op reads its input rows from a circular line buffer sized by the
+// closure (mapped twice back to back, so that a window of rows is one dense NHWC band) and writes
+// its output rows into the next one. Only partition boundaries are held whole, in one arena whose
+// offsets come from the partitions' lifetimes; the network input is loaded row by row just in time
+// and the output stored row by row. Convolutions and poolings are oneDNN primitives created once per
+// band shape (top edge, middle, bottom edge); reductions, elementwise ops and Concat are host
+// kernels on rows. Images of a batch stream one after another. The plan must have been made for
+// `graph` with 4-byte elements at row granularity (plan_for_execution).
+std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options = {});
+
+// Planning for execution on this CPU: 4-byte elements, row granularity.
+AnalysisOptions execution_analysis_options();
+Plan plan_for_execution(const Graph& graph, int64_t capacity_bytes, int64_t batch = 1);
+// Every op in one partition (e.g. for one pipeline stage made with extract_span).
+Plan single_partition_plan(const Graph& graph);
+
+// What a plan says a fused execution holds at once (per image, caller inputs and outputs not
+// counted): for each partition, its line buffers plus the boundary tensors alive while it runs;
+// the largest over partitions.
+struct PlanMemory {
+  int64_t line_buffer_bytes = 0;  // one circular buffer per tensor: closure().buffers
+  int64_t closure_bytes = 0;      // the peak of live rows: closure().bytes
+  int64_t boundary_bytes = 0;     // boundary tensors alive at once
+  int64_t peak_bytes = 0;         // max over partitions of line buffers + live boundaries
+  int64_t closure_peak_bytes = 0; // max over partitions of closure + live boundaries
+};
+PlanMemory plan_memory(const Graph& graph, const Plan& plan);
+
+struct MemoryLimitedPlan {
+  Plan plan;
+  int64_t peak_bytes = 0;  // the compiled fused executor's measured activation peak
+  int candidates = 0;      // distinct plans considered
+};
+// The least-traffic plan (over capacities from the whole network down to a few KiB) whose fused
+// executor, compiled with `options`, has a measured activation peak within limit_bytes. Throws an
+// Error naming the smallest peak any plan reaches when none fits.
+MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_bytes, const FusedOptions& options = {});
 
 // ---------------------------------------------------------------------------------------------
 // Measuring and reading results

@@ -1,3 +1,4 @@
+#include "exec/tensors.hpp"
 #include "occam/error.hpp"
 #include "occam/exec.hpp"
 
@@ -63,4 +64,21 @@ std::vector<ClassScore> top_k(const HostTensor& output, int k, int64_t batch_ind
   return best;
 }
 
+namespace exec {
+
+void check_tensors(std::string_view source, std::string_view what, std::span<const Shape> expected,
+                   std::span<const HostTensor> given) {
+  if (given.size() != expected.size()) {
+    fail("{}: expected {} {} tensor{}, got {}", source, expected.size(), what, expected.size() == 1 ? "" : "s",
+         given.size());
+  }
+  for (size_t i = 0; i < given.size(); ++i) {
+    if (given[i].shape != expected[i] || given[i].values.size() != static_cast<size_t>(expected[i].elements())) {
+      fail("{}: {} {} has shape {} ({} values), expected {}", source, what, i, given[i].shape.str(),
+           given[i].values.size(), expected[i].str());
+    }
+  }
+}
+
+}  // namespace exec
 }  // namespace occam

@@ -205,3 +205,40 @@ HostTensor load_image(const std::filesystem::path& path, const Shape& shape) {
 }
 
 }  // namespace occam
+
+namespace occam {
+
+Image output_image(const HostTensor& output, int64_t batch_index) {
+  const Shape& s = output.shape;
+  if (batch_index < 0 || batch_index >= s.n) fail("image {} of a batch of {}: out of range", batch_index, s.n);
+  Image image;
+  image.height = s.h;
+  image.width = s.w;
+  image.channels = s.c == 3 ? 3 : 1;
+  const float* first = output.values.data() + batch_index * s.image_elements();
+  const int64_t plane = s.h * s.w;
+  const auto [lo, hi] = std::minmax_element(first, first + image.channels * plane);
+  const float range = *hi > *lo ? *hi - *lo : 1.0f;
+  image.pixels.resize(static_cast<size_t>(image.channels * plane));
+  for (int64_t p = 0; p < plane; ++p) {
+    for (int c = 0; c < image.channels; ++c) {
+      const float v = (first[c * plane + p] - *lo) / range;
+      image.pixels[static_cast<size_t>(p * image.channels + c)] = static_cast<uint8_t>(std::lround(v * 255.0f));
+    }
+  }
+  return image;
+}
+
+void write_png(const Image& image, const std::filesystem::path& path) {
+  png_image png;
+  std::memset(&png, 0, sizeof png);
+  png.version = PNG_IMAGE_VERSION;
+  png.width = static_cast<png_uint_32>(image.width);
+  png.height = static_cast<png_uint_32>(image.height);
+  png.format = image.channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  if (png_image_write_to_file(&png, path.c_str(), 0, image.pixels.data(), 0, nullptr) == 0) {
+    fail("{}: cannot write PNG: {}", path.string(), png.message);
+  }
+}
+
+}  // namespace occam

@@ -67,6 +67,13 @@ void append_activation(dnnl::post_ops& ops, const Activation& activation) {
   for (const Eltwise& e : eltwise_ops(activation)) ops.append_eltwise(1.0f, e.algorithm, e.alpha, e.beta);
 }
 
+dnnl::primitive_attr user_scratchpad(const dnnl::post_ops& ops) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
 bool is_reference_impl(const dnnl::primitive_desc_base& pd) {
   return std::string_view(pd.impl_info_str()).starts_with("ref");
 }

@@ -33,6 +33,9 @@ struct Eltwise {
 std::vector<Eltwise> eltwise_ops(const Activation& activation);
 void append_activation(dnnl::post_ops& ops, const Activation& activation);
 
+// Attributes with the scratchpad supplied by the caller (executors share one accounted scratchpad).
+dnnl::primitive_attr user_scratchpad(const dnnl::post_ops& ops = {});
+
 // oneDNN's portable C fallbacks ("ref:..."): correct but an order of magnitude slower than its JIT
 // kernels, so compilation tries other layouts before settling for one.
 bool is_reference_impl(const dnnl::primitive_desc_base& pd);

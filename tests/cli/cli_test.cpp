@@ -166,4 +166,35 @@ TEST(Cli, ShapeMismatchNamesTheNode) {
   expect_clear_error("plan resnet18 --resolution 12xab", "resolution");
 }
 
+// `occam run`: the fused executor by a plan, the reference, side by side; bad input in one line.
+TEST(Cli, RunComparesFusedWithTheReferenceAndWritesDenseOutputsAsPng) {
+  const fs::path png = temp_file("dncnn.png");
+  fs::remove(png);
+  const Result r = occam("run dncnn --resolution 48x40 --compare --runs 1 --png " + png.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("max relative error"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("latency fused"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("memory  reference"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(png)) << r.output;
+  fs::remove(png);
+  const Result classes = occam("run mobilenet_v2 --resolution 64 --runs 1 --memory-limit 64MiB");
+  ASSERT_EQ(classes.exit_code, 0) << classes.output;
+  EXPECT_NE(classes.output.find("plan for --memory-limit 64MiB"), std::string::npos) << classes.output;
+  EXPECT_NE(classes.output.find("class "), std::string::npos) << classes.output;
+}
+
+TEST(Cli, RunRejectsBadInputInOneLine) {
+  expect_clear_error("run mobilenet_v2 --resolution 64 --input /nonexistent/cat.png", "/nonexistent/cat.png");
+  expect_clear_error("run mobilenet_v2 --resolution 64 --batch 0", "--batch 0");
+  expect_clear_error("run mobilenet_v2 --resolution 64 --memory-limit 1KiB", "smallest measured peak");
+  const fs::path plan = temp_file("resnet18_plan.json");
+  ASSERT_EQ(occam("plan resnet18 --resolution 64 --bytes-per-elem 4 --json " + plan.string()).exit_code, 0);
+  expect_clear_error("run mobilenet_v2 --resolution 64 --plan " + plan.string(), plan.string());
+  const fs::path plan16 = temp_file("resnet18_plan16.json");
+  ASSERT_EQ(occam("plan resnet18 --resolution 64 --bytes-per-elem 2 --json " + plan16.string()).exit_code, 0);
+  expect_clear_error("run resnet18 --resolution 64 --plan " + plan16.string(), "4-byte");
+  fs::remove(plan);
+  fs::remove(plan16);
+}
+
 }  // namespace

@@ -1,0 +1,128 @@
+// Plans for execution on this CPU, what they say a fused execution holds, and the search for a plan
+// whose measured fused peak fits a memory limit.
+#include "occam/error.hpp"
+#include "occam/exec.hpp"
+#include "occam/units.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace occam {
+
+AnalysisOptions execution_analysis_options() { return {4, Granularity::Row}; }
+
+Plan plan_for_execution(const Graph& graph, int64_t capacity_bytes, int64_t batch) {
+  const Analysis analysis(graph, execution_analysis_options());
+  return plan_optimal(analysis, {capacity_bytes, batch, execution_analysis_options()});
+}
+
+Plan single_partition_plan(const Graph& graph) {
+  const Analysis analysis(graph, execution_analysis_options());
+  const SpanClosure closure = analysis.closure(0, analysis.op_count() - 1);
+  const int64_t capacity = closure.bytes + analysis.total_filter_bytes();
+  return plan_from_starts(analysis, {capacity, 1, execution_analysis_options()}, {0}, "single-partition");
+}
+
+PlanMemory plan_memory(const Graph& graph, const Plan& plan) {
+  check_plan_matches(plan, graph);
+  const Analysis analysis(graph, execution_analysis_options());
+  std::vector<int> partition_of(graph.ops.size(), 0);
+  for (size_t p = 0; p < plan.partitions.size(); ++p) {
+    for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) {
+      partition_of[static_cast<size_t>(o)] = static_cast<int>(p);
+    }
+  }
+  // Boundary tensors held in memory: produced in one partition, read in a later one, and not the
+  // caller's (graph inputs and outputs are not counted on either side).
+  struct Crossing {
+    int64_t bytes;
+    int first, last;
+  };
+  std::vector<Crossing> crossings;
+  for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
+    const Tensor& tensor = graph.tensor(t);
+    if (tensor.producer < 0 || graph.is_output(t)) continue;
+    const int home = partition_of[static_cast<size_t>(tensor.producer)];
+    int last = home;
+    for (OpId c : tensor.consumers) last = std::max(last, partition_of[static_cast<size_t>(c)]);
+    if (last != home) crossings.push_back({analysis.tensor_bytes(t), home, last});
+  }
+  PlanMemory memory;
+  for (size_t p = 0; p < plan.partitions.size(); ++p) {
+    const SpanClosure closure = analysis.closure(plan.partitions[p].first_op, plan.partitions[p].last_op);
+    int64_t live = 0;
+    for (const Crossing& c : crossings) {
+      if (c.first <= static_cast<int>(p) && static_cast<int>(p) <= c.last) live += c.bytes;
+    }
+    memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, closure.buffer_bytes());
+    memory.closure_bytes = std::max(memory.closure_bytes, closure.bytes);
+    memory.boundary_bytes = std::max(memory.boundary_bytes, live);
+    memory.peak_bytes = std::max(memory.peak_bytes, closure.buffer_bytes() + live);
+    memory.closure_peak_bytes = std::max(memory.closure_peak_bytes, closure.bytes + live);
+  }
+  return memory;
+}
+
+MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_bytes, const FusedOptions& options) {
+  if (limit_bytes <= 0) fail("{}: a memory limit must be positive, got {} bytes", graph.source, limit_bytes);
+  const Analysis analysis(graph, execution_analysis_options());
+  // Capacities from one that holds the whole network down to a few KiB, by factors of sqrt(2);
+  // many give the same partitioning, which is compiled once.
+  const int64_t whole = analysis.closure(0, analysis.op_count() - 1).bytes + analysis.total_filter_bytes();
+  std::vector<Plan> plans;
+  for (double capacity = static_cast<double>(whole) * 1.01; capacity >= 4096; capacity /= std::sqrt(2.0)) {
+    Plan plan;
+    try {
+      plan = plan_optimal(analysis, {static_cast<int64_t>(capacity), 1, execution_analysis_options()});
+    } catch (const Error&) {
+      break;  // an op cannot run at all below this capacity
+    }
+    const auto same = [&](const Plan& other) {
+      if (other.partitions.size() != plan.partitions.size()) return false;
+      for (size_t i = 0; i < plan.partitions.size(); ++i) {
+        if (other.partitions[i].first_op != plan.partitions[i].first_op) return false;
+      }
+      return true;
+    };
+    if (std::none_of(plans.begin(), plans.end(), same)) plans.push_back(std::move(plan));
+  }
+  if (plans.empty()) fail("{}: no plan can be made for it at all", graph.source);
+  // Least traffic first; fewer partitions break ties.
+  std::stable_sort(plans.begin(), plans.end(), [](const Plan& a, const Plan& b) {
+    if (a.traffic_bytes != b.traffic_bytes) return a.traffic_bytes < b.traffic_bytes;
+    return a.partitions.size() < b.partitions.size();
+  });
+  MemoryLimitedPlan result;
+  int64_t smallest = std::numeric_limits<int64_t>::max();
+  const Plan* smallest_plan = nullptr;
+  for (const Plan& plan : plans) {
+    ++result.candidates;
+    // Boundaries alone are a lower bound of the arena: skip compiling plans they already rule out.
+    if (plan_memory(graph, plan).boundary_bytes > limit_bytes && smallest_plan != nullptr) continue;
+    const int64_t peak = compile_fused(graph, plan, options)->memory().activation_peak_bytes();
+    if (peak <= limit_bytes) {
+      result.plan = plan;
+      result.peak_bytes = peak;
+      return result;
+    }
+    if (peak < smallest) {
+      smallest = peak;
+      smallest_plan = &plan;
+    }
+  }
+  // None fits: make sure the smallest peak reported is the smallest of all candidates.
+  for (const Plan& plan : plans) {
+    const int64_t peak = compile_fused(graph, plan, options)->memory().activation_peak_bytes();
+    if (peak < smallest) {
+      smallest = peak;
+      smallest_plan = &plan;
+    }
+  }
+  fail("{}: no plan runs fused within a memory limit of {}: the smallest measured peak of activation memory is {} "
+       "({} partition{}, planned at {} per partition)",
+       graph.source, format_bytes(static_cast<double>(limit_bytes)), format_bytes(static_cast<double>(smallest)),
+       smallest_plan->partitions.size(), smallest_plan->partitions.size() == 1 ? "" : "s",
+       format_bytes(static_cast<double>(smallest_plan->capacity_bytes)));
+}
+
+}  // namespace occam

@@ -1,0 +1,180 @@
+#include "exec/fused_schedule.hpp"
+
+#include "analysis/rows.hpp"
+#include "occam/error.hpp"
+
+#include <algorithm>
+
+namespace occam::exec {
+
+int64_t SpanSchedule::ring_bytes() const {
+  int64_t total = 0;
+  for (const LineBuffer& b : rings) total += b.rows * b.row_bytes;
+  return total;
+}
+
+namespace {
+
+bool is_ring(TensorRole role) {
+  return role == TensorRole::Ring || role == TensorRole::Loaded || role == TensorRole::Stored;
+}
+
+class Scheduler {
+public:
+  Scheduler(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
+            std::span<const TensorRole> roles)
+      : graph_(analysis.graph()), analysis_(analysis), first_(first), last_(last), band_rows_(band_rows), roles_(roles) {
+    const size_t ops = static_cast<size_t>(last - first + 1);
+    if (band_rows.size() != ops) fail("schedule of ops [{}, {}]: {} band sizes for {} ops", first, last, band_rows.size(), ops);
+    want_.assign(ops, 0);
+    done_.assign(ops, 0);
+    total_.resize(ops);
+    tensors_.resize(graph_.tensors.size());
+    for (OpId o = first; o <= last; ++o) {
+      const Op& op = graph_.op(o);
+      total_[index(o)] = rows::event_count(graph_, op);
+      for (size_t k = 0; k < op.inputs.size(); ++k) {
+        Track& t = track(op.inputs[k]);
+        t.readers.push_back(marks_.size());
+        marks_.push_back(0);
+      }
+      mark_base_.push_back(marks_.size() - op.inputs.size());
+      track(op.output).produced_here = true;
+    }
+  }
+
+  SpanSchedule run() {
+    for (const RowEvent& ev : analysis_.span_events(first_, last_)) {
+      want_[index(ev.op)] = ev.row + 1;
+      while (fire_one()) {
+      }
+    }
+    for (OpId o = first_; o <= last_; ++o) {
+      if (done_[index(o)] != total_[index(o)]) {
+        fail("{}: the fused schedule of ops [{}, {}] stalls at op \"{}\" ({} of {} events)", graph_.source, first_, last_,
+             graph_.op(o).name, done_[index(o)], total_[index(o)]);
+      }
+    }
+    for (TensorId t = 0; t < static_cast<TensorId>(tensors_.size()); ++t) {
+      const Track& tr = tensors_[static_cast<size_t>(t)];
+      if (is_ring(role(t)) && tr.max_rows > 0) result_.rings.push_back({t, tr.max_rows, row_bytes(t)});
+    }
+    return std::move(result_);
+  }
+
+private:
+  struct Track {
+    int64_t produced = 0;  // rows complete (readable)
+    int64_t hi = 0;        // rows materialised or loaded
+    int64_t lo = 0;        // first row a reader still needs
+    int64_t max_rows = 0;
+    bool produced_here = false;
+    std::vector<size_t> readers;  // indices into marks_
+  };
+
+  size_t index(OpId o) const { return static_cast<size_t>(o - first_); }
+  Track& track(TensorId t) { return tensors_[static_cast<size_t>(t)]; }
+  TensorRole role(TensorId t) const { return roles_[static_cast<size_t>(t)]; }
+  int64_t row_bytes(TensorId t) const { return analysis_.tensor_bytes(t) / graph_.tensor(t).shape.h; }
+
+  void grow(TensorId t, int64_t hi) {
+    Track& tr = track(t);
+    tr.hi = std::max(tr.hi, hi);
+    tr.max_rows = std::max(tr.max_rows, tr.hi - tr.lo);
+  }
+
+  // Readable rows of an input: external tensors held whole or loaded on demand have them all.
+  int64_t readable(TensorId t) {
+    const Track& tr = track(t);
+    if (!tr.produced_here) return graph_.tensor(t).shape.h;
+    return tr.produced;
+  }
+
+  bool fire_one() {
+    for (OpId o = last_; o >= first_; --o) {
+      const size_t i = index(o);
+      const int64_t pending = want_[i] - done_[i];
+      if (pending <= 0) continue;
+      const int64_t band = band_rows_[i];
+      if (pending < band && want_[i] < total_[i]) continue;  // wait for a whole band
+      const int64_t count = std::min(band, pending);
+      const Op& op = graph_.op(o);
+      bool ready = true;
+      for (size_t k = 0; k < op.inputs.size() && ready; ++k) {
+        ready = rows::band(graph_, op, k, done_[i] + count - 1).last < readable(op.inputs[k]);
+      }
+      if (!ready) continue;
+      emit(o, done_[i], count);
+      return true;
+    }
+    return false;
+  }
+
+  void emit(OpId o, int64_t first, int64_t count) {
+    const Op& op = graph_.op(o);
+    const size_t i = index(o);
+    const int64_t end = first + count;
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const TensorId t = op.inputs[k];
+      if (role(t) != TensorRole::Loaded) continue;
+      const int64_t need = rows::band(graph_, op, k, end - 1).last + 1;
+      Track& tr = track(t);
+      // Rows every reader has already skipped (strided windows) are not loaded.
+      const int64_t from = std::max(tr.hi, tr.lo);
+      if (need > from) {
+        result_.steps.push_back({StepKind::Load, -1, t, static_cast<int32_t>(from), static_cast<int32_t>(need - from)});
+        grow(t, need);
+      }
+    }
+    result_.steps.push_back({StepKind::Compute, o, -1, static_cast<int32_t>(first), static_cast<int32_t>(count)});
+    done_[i] = end;
+    const bool accumulates = rows::mode_of(graph_, op) == rows::Mode::Accumulate;
+    Track& out = track(op.output);
+    const int64_t produced_before = out.produced;
+    if (accumulates) {
+      if (first == 0) grow(op.output, 1);
+      if (end == total_[i]) out.produced = 1;
+    } else {
+      grow(op.output, out.hi + count);
+      out.produced += count;
+    }
+    // Release what this op has moved past.
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      marks_[mark_base_[i] + k] = end < total_[i] ? rows::band(graph_, op, k, end).first : graph_.input_of(op, k).shape.h;
+    }
+    for (const TensorId t : op.inputs) {
+      Track& tr = track(t);
+      int64_t lo = INT64_MAX;
+      for (size_t r : tr.readers) lo = std::min(lo, marks_[r]);
+      tr.lo = std::max(tr.lo, lo);
+    }
+    if (out.produced > produced_before && role(op.output) == TensorRole::Stored) {
+      result_.steps.push_back({StepKind::Store, -1, op.output, static_cast<int32_t>(produced_before),
+                               static_cast<int32_t>(out.produced - produced_before)});
+    }
+    // Rows no reader in the span waits for leave as soon as they are complete.
+    if (out.readers.empty()) out.lo = out.produced;
+  }
+
+  const Graph& graph_;
+  const Analysis& analysis_;
+  OpId first_, last_;
+  std::span<const int> band_rows_;
+  std::span<const TensorRole> roles_;
+  std::vector<int64_t> want_, done_, total_;
+  std::vector<Track> tensors_;
+  std::vector<int64_t> marks_;
+  std::vector<size_t> mark_base_;
+  SpanSchedule result_;
+};
+
+}  // namespace
+
+SpanSchedule schedule_span(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
+                           std::span<const TensorRole> roles) {
+  if (first < 0 || last < first || last >= analysis.op_count()) fail("invalid span [{}, {}]", first, last);
+  if (roles.size() != analysis.graph().tensors.size()) fail("schedule: {} roles for {} tensors", roles.size(), analysis.graph().tensors.size());
+  return Scheduler(analysis, first, last, band_rows, roles).run();
+}
+
+}  // namespace occam::exec

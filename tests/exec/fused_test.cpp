@@ -1,0 +1,393 @@
+// The fused row-streaming executor: its schedule is the analysis' schedule, its outputs are the
+// reference executor's (and the naive oracle's) under every partitioning, and its measured memory
+// is what the plan says.
+#include "analysis/rows.hpp"
+#include "exec/fused_schedule.hpp"
+#include "exec/op_cases.hpp"
+#include "exec/test_graphs.hpp"
+#include "occam/error.hpp"
+#include "support/graphs.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <tuple>
+
+namespace occam {
+namespace {
+
+constexpr double kTolerance = 1e-4;
+
+// Seeded random weights for the weightless graphs of tests/support.
+Graph with_weights(Graph graph, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto random = [&](size_t count, float bound) {
+    std::uniform_real_distribution<float> u(-bound, bound);
+    auto values = std::make_shared<std::vector<float>>(count);
+    for (float& v : *values) v = u(rng);
+    return values;
+  };
+  for (Op& op : graph.ops) {
+    if (op.kind != OpKind::Conv) continue;
+    const int64_t fan_in = graph.input_of(op).shape.c / op.groups * op.window.kernel_h * op.window.kernel_w;
+    op.weight = random(static_cast<size_t>(op.out_channels * fan_in), std::sqrt(3.0f / static_cast<float>(fan_in)));
+    op.bias = random(static_cast<size_t>(op.out_channels), 0.2f);
+  }
+  return graph;
+}
+
+// Plans from "everything in one partition" down to "every op that fits alone on its own": the
+// capacities between the largest single op and the whole network, deduplicated.
+std::vector<Plan> plans_across_capacities(const Graph& graph) {
+  const Analysis analysis(graph, execution_analysis_options());
+  int64_t largest_op = 0;
+  for (OpId o = 0; o < analysis.op_count(); ++o) {
+    largest_op = std::max(largest_op, analysis.closure(o, o).bytes + analysis.op(o).filter_bytes);
+  }
+  const int64_t whole = analysis.closure(0, analysis.op_count() - 1).bytes + analysis.total_filter_bytes();
+  std::vector<Plan> plans = {single_partition_plan(graph)};
+  for (const double f : {0.6, 0.3, 0.1, 0.0}) {
+    const auto capacity = static_cast<int64_t>(static_cast<double>(largest_op) + f * static_cast<double>(whole - largest_op));
+    Plan plan = plan_for_execution(graph, capacity);
+    const bool seen = std::any_of(plans.begin(), plans.end(), [&](const Plan& other) {
+      return other.partitions.size() == plan.partitions.size() &&
+             std::equal(plan.partitions.begin(), plan.partitions.end(), other.partitions.begin(),
+                        [](const Partition& a, const Partition& b) { return a.first_op == b.first_op; });
+    });
+    if (!seen) plans.push_back(std::move(plan));
+  }
+  return plans;
+}
+
+double worst_error(const std::vector<HostTensor>& got, const std::vector<HostTensor>& expected) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, max_relative_error(got[i], expected[i]));
+  return worst;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schedule
+
+// Roles under which the closure's accounting and the executor's coincide: every external input
+// loaded just in time, every tensor leaving the span stored as soon as produced.
+std::vector<exec::TensorRole> closure_roles(const Graph& graph, OpId first, OpId last) {
+  std::vector<exec::TensorRole> roles(graph.tensors.size(), exec::TensorRole::None);
+  const auto inside = [&](OpId o) { return o >= first && o <= last; };
+  for (OpId o = first; o <= last; ++o) {
+    for (TensorId t : graph.op(o).inputs) {
+      if (!inside(graph.tensor(t).producer)) roles[static_cast<size_t>(t)] = exec::TensorRole::Loaded;
+    }
+    const TensorId out = graph.op(o).output;
+    const auto& readers = graph.tensor(out).consumers;
+    const bool leaves = graph.is_output(out) || std::any_of(readers.begin(), readers.end(), [&](OpId c) { return !inside(c); });
+    roles[static_cast<size_t>(out)] = leaves ? exec::TensorRole::Stored : exec::TensorRole::Ring;
+  }
+  return roles;
+}
+
+void expect_schedule_is_the_closure(const Graph& graph, const Plan& plan) {
+  const Analysis analysis(graph, execution_analysis_options());
+  for (const Partition& p : plan.partitions) {
+    const std::vector<int> one_row(static_cast<size_t>(p.last_op - p.first_op + 1), 1);
+    const auto roles = closure_roles(graph, p.first_op, p.last_op);
+    const exec::SpanSchedule schedule = exec::schedule_span(analysis, p.first_op, p.last_op, one_row, roles);
+    std::vector<RowEvent> computed;
+    for (const exec::FusedStep& s : schedule.steps) {
+      if (s.kind == exec::StepKind::Compute) computed.push_back({s.op, s.first});
+    }
+    const std::vector<RowEvent> events = analysis.span_events(p.first_op, p.last_op);
+    ASSERT_EQ(computed.size(), events.size()) << graph.name;
+    for (size_t i = 0; i < events.size(); ++i) {
+      ASSERT_EQ(computed[i].op, events[i].op) << graph.name << " step " << i;
+      ASSERT_EQ(computed[i].row, events[i].row) << graph.name << " step " << i;
+    }
+    std::map<TensorId, int64_t> expected, got;
+    for (const LineBuffer& b : analysis.closure(p.first_op, p.last_op).buffers) expected[b.tensor] = b.rows;
+    for (const LineBuffer& b : schedule.rings) got[b.tensor] = b.rows;
+    EXPECT_EQ(got, expected) << graph.name << " ops [" << p.first_op << ", " << p.last_op << "]";
+  }
+}
+
+TEST(FusedSchedule, OneRowStepsAreTheAnalysisScheduleAndItsLineBuffers) {
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 30; ++i) {
+    const Graph graph = i % 2 ? testing::random_dag(rng, 12) : testing::random_chain(rng, 8);
+    for (const Plan& plan : plans_across_capacities(graph)) expect_schedule_is_the_closure(graph, plan);
+  }
+  for (const char* model : {"mobilenet_v2", "googlenet", "resnet18"}) {
+    ModelOptions options;
+    options.resolution = Resolution{64, 64};
+    const Graph graph = zoo_model(model, options);
+    expect_schedule_is_the_closure(graph, single_partition_plan(graph));
+    expect_schedule_is_the_closure(graph, plan_for_execution(graph, 256 << 10));
+  }
+}
+
+TEST(FusedSchedule, BandsRunSeveralRowsPerStepAndNeedLongerLineBuffers) {
+  ModelOptions options;
+  options.resolution = Resolution{64, 64};
+  const Graph graph = zoo_model("mobilenet_v2", options);
+  const Analysis analysis(graph, execution_analysis_options());
+  const OpId last = analysis.op_count() - 1;
+  const auto roles = closure_roles(graph, 0, last);
+  const std::vector<int> one(static_cast<size_t>(last + 1), 1), four(static_cast<size_t>(last + 1), 4);
+  const exec::SpanSchedule by_row = exec::schedule_span(analysis, 0, last, one, roles);
+  const exec::SpanSchedule bands = exec::schedule_span(analysis, 0, last, four, roles);
+  EXPECT_LT(bands.steps.size() * 3, by_row.steps.size());
+  EXPECT_GT(bands.ring_bytes(), by_row.ring_bytes());
+  // Every op still produces each of its events exactly once, in order.
+  std::map<OpId, int64_t> next;
+  for (const exec::FusedStep& s : bands.steps) {
+    if (s.kind != exec::StepKind::Compute) continue;
+    EXPECT_EQ(s.first, next[s.op]) << graph.op(s.op).name;
+    EXPECT_LE(s.count, 4);
+    next[s.op] += s.count;
+  }
+  for (OpId o = 0; o <= last; ++o) EXPECT_EQ(next[o], rows::event_count(graph, graph.op(o))) << graph.op(o).name;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numerics on small graphs
+
+struct Banding {
+  const char* name;
+  int64_t band_bytes;
+};
+const Banding kBandings[] = {{"rows", 0}, {"bands", 2048}};
+
+class FusedOps : public ::testing::TestWithParam<std::tuple<testing::OpCase, Banding>> {};
+
+TEST_P(FusedOps, MatchOracleUnderEveryPartitioning) {
+  const auto& [c, banding] = GetParam();
+  const Graph graph = c.build();
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected = naive::run(graph, inputs);
+  for (const Plan& plan : plans_across_capacities(graph)) {
+    const auto executor = compile_fused(graph, plan, {0, banding.band_bytes});
+    EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance)
+        << plan.partitions.size() << " partitions: " << executor->describe();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, FusedOps, ::testing::Combine(::testing::ValuesIn(testing::kOpCases), ::testing::ValuesIn(kBandings)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param).name) + "_" + std::get<1>(info.param).name;
+                         });
+
+TEST(Fused, RandomChainsAndDagsMatchTheReferenceUnderEveryPartitioning) {
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 24; ++i) {
+    const Graph graph = with_weights(i % 2 ? testing::random_dag(rng, 14) : testing::random_chain(rng, 10), 100 + i);
+    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+    const std::vector<HostTensor> expected = compile_reference(graph)->run(inputs);
+    for (const Plan& plan : plans_across_capacities(graph)) {
+      for (const int64_t band_bytes : {int64_t{0}, int64_t{1024}}) {
+        const auto executor = compile_fused(graph, plan, {0, band_bytes});
+        EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance)
+            << "graph " << i << ", " << plan.partitions.size() << " partitions, bands of " << band_bytes << " bytes";
+      }
+    }
+  }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Zoo nets: numerics and memory
+
+struct ZooCase {
+  const char* model;
+  int64_t h, w;
+  int64_t capacity;  // 0: one partition
+  friend void PrintTo(const ZooCase& c, std::ostream* os) { *os << c.model << " " << c.h << "x" << c.w; }
+};
+
+Graph zoo(const char* model, int64_t h, int64_t w, int64_t batch = 1) {
+  ModelOptions options;
+  options.resolution = Resolution{h, w};
+  options.batch = batch;
+  options.with_weights = true;
+  return zoo_model(model, options);
+}
+
+// Measured peak activation bytes against what the plan says (line buffers + live boundaries, the
+// caller's tensors not counted on either side): the executor's own buffers within 10%. oneDNN's
+// scratchpad comes on top; it is counted in the peak and reported, but the plan cannot know it
+// (alexnet's 11x11 stride-4 first convolution runs as im2col + GEMM: 152 KB per output row).
+void expect_memory_as_planned(const Graph& graph, const Plan& plan, const Executor& fused) {
+  const PlanMemory planned = plan_memory(graph, plan);
+  const int64_t buffers = fused.memory().peak_bytes(MemoryUse::Activations);
+  const int64_t scratchpad = fused.memory().peak_bytes(MemoryUse::Scratchpad);
+  ::testing::Test::RecordProperty("fused_buffer_bytes", std::to_string(buffers));
+  ::testing::Test::RecordProperty("fused_scratchpad_bytes", std::to_string(scratchpad));
+  ::testing::Test::RecordProperty("plan_peak_bytes", std::to_string(planned.peak_bytes));
+  EXPECT_LE(static_cast<double>(buffers), 1.1 * static_cast<double>(planned.peak_bytes))
+      << graph.name << ": " << plan.partitions.size() << " partitions, line buffers " << planned.line_buffer_bytes
+      << " + boundaries " << planned.boundary_bytes;
+  EXPECT_EQ(fused.memory().activation_peak_bytes(), buffers + scratchpad);
+}
+
+class FusedZoo : public ::testing::TestWithParam<ZooCase> {};
+
+TEST_P(FusedZoo, MatchesTheReferenceWithThePlannedMemory) {
+  const ZooCase& c = GetParam();
+  const Graph graph = zoo(c.model, c.h, c.w);
+  const Plan plan = c.capacity == 0 ? single_partition_plan(graph) : plan_for_execution(graph, c.capacity);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected =
+      compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+  const auto fused = compile_fused(graph, plan);
+  const double error = worst_error(fused->run(inputs), expected);
+  RecordProperty("max_relative_error", std::to_string(error));
+  EXPECT_LE(error, kTolerance) << fused->describe();
+  expect_memory_as_planned(graph, plan, *fused);
+}
+
+constexpr int64_t kMiB = 1 << 20;
+
+INSTANTIATE_TEST_SUITE_P(
+    Zoo, FusedZoo,
+    ::testing::Values(ZooCase{"alexnet", 224, 224, 0}, ZooCase{"vgg16", 224, 224, 0}, ZooCase{"resnet18", 224, 224, 0},
+                      ZooCase{"resnet50", 224, 224, 0}, ZooCase{"mobilenet_v2", 224, 224, 0},
+                      ZooCase{"googlenet", 224, 224, 0}, ZooCase{"dncnn", 224, 224, 0},
+                      // Several partitions: boundaries in the arena, line buffers reused between partitions.
+                      ZooCase{"resnet18", 224, 224, 4 * kMiB}, ZooCase{"mobilenet_v2", 224, 224, 2 * kMiB},
+                      ZooCase{"googlenet", 224, 224, 3 * kMiB}, ZooCase{"vgg16", 224, 224, 64 * kMiB},
+                      // The large inputs.
+                      ZooCase{"dncnn", 512, 512, 0}, ZooCase{"mobilenet_v2", 1024, 1024, 0}),
+    [](const auto& info) {
+      return fmt::format("{}_{}_{}", info.param.model, info.param.h,
+                         info.param.capacity == 0 ? std::string("one_partition") : fmt::format("{}MiB", info.param.capacity / kMiB));
+    });
+
+TEST(FusedZoo, BatchesStreamImageByImage) {
+  const Graph graph = zoo("mobilenet_v2", 96, 96, 3);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const auto expected = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+  const Plan plan = plan_for_execution(graph, kMiB);
+  ASSERT_GT(plan.partitions.size(), 1u);
+  const auto fused = compile_fused(graph, plan);
+  EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance);
+  // Boundaries hold one image, not the batch: the peak is that of a batch of one.
+  const Graph single = zoo("mobilenet_v2", 96, 96, 1);
+  EXPECT_EQ(fused->memory().activation_peak_bytes(),
+            compile_fused(single, plan_for_execution(single, kMiB))->memory().activation_peak_bytes());
+}
+
+// The bar: >= 10x less activation memory than the reference at high resolution. Compiling
+// allocates every buffer, so the peaks are known without running the (slow) reference.
+TEST(FusedZoo, NeedsATenthOfTheReferenceMemoryAtHighResolution) {
+  for (const auto& [model, h, w] : {std::tuple{"mobilenet_v2", 1024, 1024}, std::tuple{"dncnn", 1080, 1920}}) {
+    const Graph graph = zoo(model, h, w);
+    const Plan plan = single_partition_plan(graph);
+    const auto fused = compile_fused(graph, plan);
+    const int64_t reference = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})
+                                  ->memory()
+                                  .activation_peak_bytes();
+    const int64_t measured = fused->memory().activation_peak_bytes();
+    RecordProperty(fmt::format("{}_reference_over_fused", model), std::to_string(static_cast<double>(reference) / static_cast<double>(measured)));
+    EXPECT_GE(reference, 10 * measured) << model << ": reference " << reference << ", fused " << measured;
+    expect_memory_as_planned(graph, plan, *fused);
+  }
+}
+
+// Nets imported from torchvision's ONNX exports (tests/fixtures, exported by the build into
+// $OCCAM_TEST_DATA): a missing fixture fails, never skips.
+class FusedOnnx : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(FusedOnnx, MatchesTheReference) {
+  const char* dir = std::getenv("OCCAM_TEST_DATA");
+  ASSERT_NE(dir, nullptr) << "OCCAM_TEST_DATA is not set; run the tests through ctest";
+  const std::filesystem::path path = std::filesystem::path(dir) / (std::string(GetParam()) + ".onnx");
+  ASSERT_TRUE(std::filesystem::exists(path)) << path << " is missing; the onnx_fixtures target builds it";
+  const Graph graph = import_onnx(path);
+  const Plan plan = plan_for_execution(graph, 4 * kMiB);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const auto expected = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+  const auto fused = compile_fused(graph, plan);
+  const double error = worst_error(fused->run(inputs), expected);
+  RecordProperty("max_relative_error", std::to_string(error));
+  EXPECT_LE(error, kTolerance) << plan.partitions.size() << " partitions";
+  expect_memory_as_planned(graph, plan, *fused);
+}
+
+INSTANTIATE_TEST_SUITE_P(Torchvision, FusedOnnx,
+                         ::testing::Values("resnet18", "resnet18_fused", "resnet50", "mobilenet_v2", "googlenet",
+                                           "alexnet", "vgg16"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// ---------------------------------------------------------------------------------------------
+// Sub-graphs, plans and errors
+
+TEST(Fused, RunsAPipelineStageExtractedFromTheGraph) {
+  const Graph graph = zoo("resnet18", 64, 64);
+  const Plan plan = plan_for_execution(graph, kMiB);
+  ASSERT_GT(plan.partitions.size(), 2u);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const auto reference = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked});
+  // Stage by stage: each stage's outputs are the next stage's inputs, matched by tensor name.
+  std::map<std::string, HostTensor> values = {{graph.tensor(graph.inputs[0]).name, inputs[0]}};
+  for (const Partition& p : plan.partitions) {
+    const Graph stage = extract_span(graph, p.first_op, p.last_op);
+    std::vector<HostTensor> stage_inputs;
+    for (TensorId t : stage.inputs) stage_inputs.push_back(values.at(stage.tensor(t).name));
+    const auto outputs = compile_fused(stage, single_partition_plan(stage))->run(stage_inputs);
+    for (size_t k = 0; k < outputs.size(); ++k) values[stage.tensor(stage.outputs[k]).name] = outputs[k];
+  }
+  const auto expected = reference->run(inputs);
+  EXPECT_LE(max_relative_error(values.at(graph.tensor(graph.outputs[0]).name), expected[0]), kTolerance);
+}
+
+TEST(Fused, RepeatedRunsGiveIdenticalResultsAndLeaveInputsAlone) {
+  const Graph graph = zoo("googlenet", 64, 64);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const auto fused = compile_fused(graph, plan_for_execution(graph, 2 * kMiB), {0, 4096});
+  const auto first = fused->run(inputs);
+  const auto second = fused->run(inputs);
+  EXPECT_EQ(first[0].values, second[0].values);
+  EXPECT_EQ(inputs[0].values, testing::random_inputs(graph)[0].values);
+}
+
+void expect_error(const std::function<void()>& action, const std::string& culprit) {
+  try {
+    action();
+    ADD_FAILURE() << "no error; expected one mentioning " << culprit;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(culprit), std::string::npos) << e.what();
+  }
+}
+
+TEST(Fused, RejectsPlansThatDoNotFitTheModelOrTheMachine) {
+  const Graph graph = zoo("resnet18", 64, 64);
+  const Graph other = zoo("mobilenet_v2", 64, 64);
+  expect_error([&] { compile_fused(graph, single_partition_plan(other)); }, "resnet18");
+  const Analysis two_bytes(graph, {2, Granularity::Row});
+  const Plan plan16 = plan_optimal(two_bytes, {kMiB, 1, {2, Granularity::Row}});
+  expect_error([&] { compile_fused(graph, plan16); }, "4-byte");
+  ModelOptions weightless;
+  weightless.resolution = Resolution{64, 64};
+  const Graph no_weights = zoo_model("resnet18", weightless);
+  expect_error([&] { compile_fused(no_weights, single_partition_plan(no_weights)); }, "no weights");
+  const auto fused = compile_fused(graph, single_partition_plan(graph));
+  expect_error([&] { fused->run(testing::random_inputs(zoo("resnet18", 32, 32))); }, "expected 1x3x64x64");
+}
+
+TEST(Fused, MemoryLimitPicksAFittingPlanOrNamesTheSmallestPeak) {
+  const Graph graph = zoo("mobilenet_v2", 128, 128);
+  const int64_t one_partition = compile_fused(graph, single_partition_plan(graph))->memory().activation_peak_bytes();
+  // Generous: the least-traffic plan, one partition.
+  const MemoryLimitedPlan generous = plan_under_memory_limit(graph, 64 * kMiB);
+  EXPECT_EQ(generous.plan.partitions.size(), 1u);
+  EXPECT_LE(generous.peak_bytes, 64 * kMiB);
+  // Just enough for the single partition still gets it; its measured peak is what a compile gives.
+  const MemoryLimitedPlan tight = plan_under_memory_limit(graph, one_partition);
+  EXPECT_EQ(tight.peak_bytes, compile_fused(graph, tight.plan)->memory().activation_peak_bytes());
+  EXPECT_LE(tight.peak_bytes, one_partition);
+  // Far too little: an error naming the smallest peak any plan reaches.
+  expect_error([&] { plan_under_memory_limit(graph, 1024); }, "smallest measured peak");
+}
+
+}  // namespace
+}  // namespace occam
