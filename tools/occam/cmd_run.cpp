@@ -187,6 +187,16 @@ int run_model(const RunArgs& args) {
 
 }  // namespace
 
+std::vector<std::string> pipeline_alias(int argc, char** argv) {
+  std::vector<std::string> arguments(argv + 1, argv + argc);
+  const auto flag = std::find(arguments.begin(), arguments.end(), "--pipeline");
+  if (!arguments.empty() && arguments.front() == "run" && flag != arguments.end()) {
+    arguments.erase(flag);
+    arguments.front() = "pipeline";
+  }
+  return arguments;
+}
+
 void add_run_command(CLI::App& app, Action& action) {
   auto* command = app.add_subcommand(
       "run", "execute a model on this CPU (fused by a plan, or layer by layer): result, latency, peak memory");
@@ -200,6 +210,11 @@ void add_run_command(CLI::App& app, Action& action) {
                       "choose the least-traffic plan whose measured fused peak of activation memory fits this size");
   command->add_option("--band", args->band, "fused: rows per step up to this many output bytes (0: one row per step)")
       ->capture_default_str();
+  // Handled before parsing (pipeline_alias); registered so that `occam run --help` shows it.
+  static const std::string pipeline_help =
+      "stream --images through one stage per partition: threads, or MPI ranks under mpirun (the same as `occam "
+      "pipeline MODEL ...`)";
+  command->add_flag("--pipeline", pipeline_help);
   command->add_flag("--reference", args->reference, "run the layer-by-layer oneDNN reference instead of the fused executor");
   command->add_flag("--compare", args->compare, "run fused and reference side by side: max error, speed ratio, memory");
   command->add_option("--png", args->png, "dense outputs: write the image here (default: MODEL_output.png)");

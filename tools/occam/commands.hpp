@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace occam::cli {
 
@@ -21,5 +22,10 @@ void add_simulate_command(CLI::App& app, Action& action);
 void add_compare_command(CLI::App& app, Action& action);
 void add_report_command(CLI::App& app, Action& action);
 void add_run_command(CLI::App& app, Action& action);
+void add_pipeline_command(CLI::App& app, Action& action);
+
+// `occam run MODEL --pipeline ...` is `occam pipeline MODEL ...` (the and users' spelling
+// under mpirun): rewrites the arguments in place before parsing.
+std::vector<std::string> pipeline_alias(int argc, char** argv);
 
 }  // namespace occam::cli

@@ -3,6 +3,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <exception>
 
 int main(int argc, char** argv) {
@@ -17,8 +18,11 @@ int main(int argc, char** argv) {
   occam::cli::add_compare_command(app, action);
   occam::cli::add_report_command(app, action);
   occam::cli::add_run_command(app, action);
+  occam::cli::add_pipeline_command(app, action);
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> arguments = occam::cli::pipeline_alias(argc, argv);
+    std::reverse(arguments.begin(), arguments.end());  // CLI11 takes them last-first
+    app.parse(arguments);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
