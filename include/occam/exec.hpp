@@ -201,6 +201,13 @@ struct FusedOptions {
   // re-measured for the banded order). 0: one row per step, exactly Analysis::span_events and
   // closure().buffers.
   int64_t band_bytes = 0;
+  // Threads run the ops of each partition as a software pipeline (each thread a contiguous group of
+  // ops, balanced by their kernels' time measured at compile time); line buffers written by one
+  // thread and read by another get two more rows, so that the threads overlap instead of taking
+  // turns. Each partition reserves this share of its line-buffer bytes for those rows, whichever
+  // cut the measurement picks, so that the footprint does not depend on timing; cuts whose rows do
+  // not fit are not considered. 0: one thread runs everything.
+  double pipeline_share = 0.05;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

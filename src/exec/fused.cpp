@@ -7,6 +7,14 @@
 // step gets its kernel (a oneDNN primitive per band shape, or a host kernel) and its operand
 // addresses, which are fixed at compile time except for the caller's tensors. `run` walks the steps.
 //
+// Threads: the ops of each partition are cut into one contiguous group per thread, balanced by the
+// measured time of their kernels, and each thread walks its own steps in the schedule's order,
+// every kernel single-threaded. A step waits only for the steps of other threads it depends on (the
+// rows it reads produced; the line-buffer rows it overwrites read), computed at compile time as
+// counts of each thread's completed steps. This is a software pipeline over the row schedule: no
+// fork and join per row, as oneDNN's own parallelism would need for every kernel call. Line buffers
+// between threads get a few more rows so that neither thread waits for the other on every row.
+//
 // Layout: rows are NHWC (a row is W x C, channels innermost), the order in which a row-band view of
 // a circular buffer is a dense oneDNN nhwc tensor. Caller tensors are NCHW; where that differs from
 // NHWC (more than one channel and more than one pixel) their rows are converted by Load and Store
@@ -21,13 +29,21 @@
 #include "occam/error.hpp"
 #include "occam/exec.hpp"
 
+#include <immintrin.h>
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <numeric>
+#include <stdexcept>
 #include <tuple>
 #include <unordered_map>
 
@@ -41,10 +57,6 @@ using Tag = memory::format_tag;
 using DataType = memory::data_type;
 constexpr auto kInference = dnnl::prop_kind::forward_inference;
 
-// A step with fewer multiply-adds runs on one thread: waking the others (an OpenMP fork and join,
-// tens of microseconds when they sleep) costs more than they save on it.
-constexpr int64_t kParallelMacs = 1 << 20;
-
 // Where a step operand lives: a fixed address (line buffers and boundary tensors), or a float
 // offset into the current image of a caller tensor.
 struct Address {
@@ -53,9 +65,24 @@ struct Address {
   float* fixed = nullptr;
 };
 
+// An operand before the arena is laid out: row `row` of tensor `tensor` as partition `partition`
+// holds it.
+struct OperandRef {
+  int32_t partition = 0;
+  TensorId tensor = -1;
+  int64_t row = 0;
+};
+
 // A kernel computes `count` events of its op starting at event `first`, on operand addresses laid
 // out as its builder documents.
 using Kernel = std::function<void(int64_t first, int64_t count, float* const* operands)>;
+
+// Before running, a step waits until thread `thread` has completed `steps` of its steps (of the
+// current image).
+struct Wait {
+  int32_t thread = 0;
+  int32_t steps = 0;
+};
 
 struct Step {
   int kernel = 0;
@@ -63,9 +90,35 @@ struct Step {
   int32_t count = 0;
   uint32_t operand_begin = 0;
   uint32_t operand_count = 0;
-  bool host = false;  // needs the stream drained first
-  bool parallel = false;  // enough work to be worth waking the other threads
+  uint32_t wait_begin = 0;
+  uint32_t wait_count = 0;
+  int32_t thread = 0;
 };
+
+// What a step reads or writes: rows [lo, hi] of a tensor. Compile-time only, for the waits.
+struct Access {
+  TensorId tensor = -1;
+  int64_t lo = 0, hi = 0;
+  bool write = false;
+};
+
+// Rows added to a line buffer that one thread writes and another reads: without them the writer
+// could not produce a row before the reader has released the oldest one, and the two threads would
+// take turns instead of overlapping.
+constexpr int64_t kPipelineRows = 2;
+
+// How long a thread spins (pause instructions) for a partner before yielding its core: a partner
+// that is running arrives within microseconds; one that was descheduled by other work on a shared
+// machine may take a time slice, better spent by whoever else wants the core.
+constexpr int kSpinsBeforeYield = 256;
+
+// The CPU stream of the calling thread: oneDNN streams are not to be shared by threads that execute
+// at the same time, and on the CPU engine execution is synchronous, so a thread's stream is only
+// the handle its primitive calls go through.
+dnnl_stream_t thread_stream() {
+  static thread_local dnnl::stream stream(cpu_engine());
+  return stream.get();
+}
 
 // How one partition reaches a tensor.
 struct Place {
@@ -84,6 +137,7 @@ struct PrimitiveCall {
   dnnl_memory_t dst = nullptr;
   dnnl_memory_t scratchpad = nullptr;
   std::string op;
+  int kernel = -1;
 };
 
 int64_t row_floats(const Shape& s) { return s.w * s.c; }
@@ -133,18 +187,36 @@ private:
   void assign_roles(const Plan& plan);
   void lay_out_memory();
   void compile_steps();
+  void calibrate_and_split();
+  struct PartitionState;
+  std::vector<int64_t> cut_bytes(const PartitionState& state) const;
+  void split(PartitionState& state, const std::vector<double>& cost) const;
+  void add_pipeline_rows();
+  void compute_waits();
+  void resolve_operands();
+  void execute(const Step& step, int64_t image, std::vector<float*>& resolved);
+  void run_lane(int thread, int64_t images);
   int32_t caller_slot(TensorId t) const;
-  Address address(size_t partition, TensorId t, int64_t row) const;
+  Address address(const OperandRef& ref) const;
   int add_kernel(Kernel kernel);
   int primitive_kernel(const std::string& op, const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
                        const memory::desc& src, const memory::desc& dst, std::unordered_map<int, memory> fixed);
   memory weights(OpId id, const memory::desc& user, const float* data, const memory::desc& md, const std::string& what);
-  int window_kernel(OpId id, int64_t first, int64_t count, bool parallel, int64_t* src_row);
+  int window_kernel(OpId id, int64_t first, int64_t count, int64_t* src_row);
+  struct Descs {
+    memory::desc src, dst;
+    memory::desc rows;  // the output rows as the line buffer holds them, where dst differs
+    memory::dims strides, dilates, pad_l, pad_rb;
+  };
+  Descs window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const;
+  void choose_row_layouts();
+  bool runs_jit(OpId id) const;
+  int converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows);
   int host_kernel(OpId id);
   Kernel binary_kernel(const Op& op) const;
   Kernel gemm_kernel(const Op& op);
   Kernel average_kernel(const Op& op, AxisWindows rows, AxisWindows cols) const;
-  void bind_scratchpad();
+  void bind_scratchpads();
 
   const Graph& graph_;  // read during compilation only
   std::string source_;
@@ -156,29 +228,47 @@ private:
   // Per op: its partition and its events per step; per partition: ops, roles, schedule, places.
   std::vector<int> partition_of_;
   std::vector<int> band_rows_;
+  std::vector<bool> row_blocked_;  // per tensor: rows in the ISA's blocked layout, each on its own
   struct PartitionState {
     OpId first = 0, last = 0;
     std::vector<TensorRole> roles;
     SpanSchedule schedule;
     std::vector<Place> places;
+    std::vector<int> thread_of;  // per op - first
+    int64_t reserve = 0;         // bytes of the arena block kept for pipeline rows
+    int64_t block = 0;           // bytes of the arena block: line buffers without pipeline rows + reserve
   };
   std::vector<PartitionState> partitions_;
   std::vector<int> boundary_producer_, boundary_last_;  // per tensor: partitions, -1 if not an arena boundary
 
   Allocation arena_;
   std::vector<MirroredRange> rings_;
-  Allocation scratchpad_;
+  std::vector<Allocation> scratchpads_;  // one per thread
+  std::map<TensorId, Allocation> blocked_rows_;  // a blocked output row, converted to an NHWC row
   int64_t scratchpad_bytes_ = 0;
   std::vector<Allocation> weight_storage_;
   std::map<std::pair<OpId, std::string>, memory> weight_cache_;
 
   std::vector<Kernel> kernels_;
   std::vector<std::shared_ptr<PrimitiveCall>> calls_;
-  std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t, bool>, int> window_kernels_;
+  std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t>, int> window_kernels_;
   std::map<OpId, int> host_kernels_;
   std::vector<Step> steps_;
+  std::vector<OperandRef> operand_refs_;
   std::vector<Address> operands_;
-  std::vector<float*> resolved_;  // scratch for run(): operand addresses of one step
+  // Compile time only: per step, its partition and schedule entry, and what it reads and writes.
+  std::vector<std::pair<int, FusedStep>> sources_;
+  std::vector<std::vector<Access>> accesses_;
+
+  // Threads: each runs its lane (steps in schedule order) after the waits of each step.
+  int threads_ = 1;
+  std::vector<std::vector<uint32_t>> lanes_;
+  std::vector<Wait> waits_;
+  struct alignas(64) Progress {
+    std::atomic<int64_t> done{0};  // steps completed, counted over the images of a run
+  };
+  std::unique_ptr<Progress[]> progress_;
+  std::atomic<bool> abort_{false};
 
   std::vector<Shape> input_shapes_, output_shapes_;
   std::vector<int64_t> slot_image_floats_;
@@ -188,6 +278,7 @@ private:
   int64_t ring_bytes_ = 0, boundary_bytes_ = 0;
   int primitives_ = 0, reference_primitives_ = 0, line_buffers_ = 0;
   int64_t max_band_rows_ = 1;
+  std::string split_summary_;  // each thread's share of the measured kernel time
 };
 
 FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOptions& options)
@@ -227,10 +318,26 @@ FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOpti
       passthrough_.emplace_back(static_cast<int>(input - graph.inputs.begin()), static_cast<int>(k));
     }
   }
+  threads_ = options.threads > 0 ? options.threads : available_threads();
+  // Every kernel runs on one thread; oneDNN fixes a primitive's work split when it is created.
+  set_threads(1);
   assign_roles(plan);
-  lay_out_memory();
+  choose_row_layouts();
   compile_steps();
-  bind_scratchpad();
+  lay_out_memory();
+  resolve_operands();
+  bind_scratchpads();
+  if (threads_ > 1) {
+    calibrate_and_split();
+    add_pipeline_rows();
+    rings_.clear();
+    arena_ = Allocation{};  // given back before the larger arena is taken, so the peak is one arena
+    lay_out_memory();
+    resolve_operands();
+    bind_scratchpads();
+  }
+  compute_waits();
+  set_threads(options.threads);
 }
 
 void FusedProgram::fail_op(const Op& op, const std::string& what) const {
@@ -309,18 +416,90 @@ void FusedProgram::assign_roles(const Plan& plan) {
   }
 }
 
+// Rows of a tensor are row-blocked when every op touching it is a convolution run by oneDNN one row
+// per step: its producer, and readers with groups 1 and no vertical dilation (whose windows can be
+// stacked), so that no host kernel, Load or Store ever sees the layout. Blocked rows are then kept
+// only where oneDNN runs every convolution touching them with a JIT kernel for that mix of layouts
+// (its reference and GEMM fallbacks are several times slower than either layout).
+void FusedProgram::choose_row_layouts() {
+  row_blocked_.assign(graph_.tensors.size(), false);
+  if (std::getenv("OCCAM_NHWC_ROWS") != nullptr) return;
+  const auto one_row_conv = [&](OpId o) { return graph_.op(o).kind == OpKind::Conv && band_rows_[static_cast<size_t>(o)] == 1; };
+  for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
+    const Tensor& tensor = graph_.tensor(t);
+    if (tensor.producer < 0 || tensor.consumers.empty() || tensor.shape.c % channel_block() != 0) continue;
+    if (partitions_[static_cast<size_t>(partition_of_[static_cast<size_t>(tensor.producer)])].roles[static_cast<size_t>(t)] !=
+        TensorRole::Ring) {
+      continue;
+    }
+    if (!one_row_conv(tensor.producer)) continue;
+    row_blocked_[static_cast<size_t>(t)] = std::all_of(tensor.consumers.begin(), tensor.consumers.end(), [&](OpId c) {
+      const Op& op = graph_.op(c);
+      return one_row_conv(c) && op.groups == 1 && op.window.dilation_h == 1;
+    });
+  }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (OpId o = 0; o < static_cast<OpId>(graph_.ops.size()); ++o) {
+      const Op& op = graph_.op(o);
+      if (op.kind != OpKind::Conv) continue;
+      const auto in = static_cast<size_t>(op.inputs[0]), out = static_cast<size_t>(op.output);
+      if ((row_blocked_[in] || row_blocked_[out]) && !runs_jit(o)) {
+        row_blocked_[row_blocked_[out] ? out : in] = false;
+        changed = true;
+      }
+    }
+  }
+}
+
+// Whether oneDNN runs convolution `id` on its middle band of one output row with a JIT kernel.
+bool FusedProgram::runs_jit(OpId id) const {
+  const Op& op = graph_.op(id);
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  const Window& win = op.window;
+  const int64_t top = out.h / 2 * win.stride_h - win.pad_top, bottom = top + win.extent_h() - 1;
+  const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
+  const Descs d = window_descs(op, b - a + 1, 1, a - top, bottom - b);
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t g = op.groups, kh = stacked ? 1 : win.kernel_h, cin = stacked ? (b - a + 1) * in.c : in.c;
+  const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, kh, win.kernel_w}
+                                         : memory::dims{out.c, cin, kh, win.kernel_w};
+  dnnl::post_ops ops;
+  append_activation(ops, op.activation);
+  try {
+    const dnnl::convolution_forward::primitive_desc pd(
+        {kInference, algorithm::convolution_direct, d.src, {weight_dims, DataType::f32, Tag::any},
+         {{out.c}, DataType::f32, Tag::x}, d.dst, d.strides, d.dilates, d.pad_l, d.pad_rb},
+        user_scratchpad(ops), cpu_engine());
+    return std::string_view(pd.impl_info_str()).starts_with("jit");
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
 // One arena for everything that streams or crosses a boundary: a block of line buffers per
 // partition (alive while it runs) and each boundary tensor (alive from its producer's partition to
-// its last reader's), placed by lifetime as the reference executor places its tensors.
+// its last reader's), placed by lifetime as the reference executor places its tensors. Called again
+// when the line buffers grow for threads.
 void FusedProgram::lay_out_memory() {
   const int64_t page = page_bytes();
   const auto round = [&](int64_t bytes) { return (bytes + page - 1) / page * page; };
+  ring_bytes_ = boundary_bytes_ = 0;
+  line_buffers_ = 0;
   std::vector<Lifetime> lifetimes;
   for (size_t p = 0; p < partitions_.size(); ++p) {
-    int64_t block = 0;
-    for (const LineBuffer& b : partitions_[p].schedule.rings) block += round(b.rows * b.row_bytes);
-    lifetimes.push_back({block, static_cast<int>(p), static_cast<int>(p)});
-    ring_bytes_ = std::max(ring_bytes_, block);
+    PartitionState& state = partitions_[p];
+    int64_t rings = 0;
+    for (const LineBuffer& b : state.schedule.rings) rings += round(b.rows * b.row_bytes);
+    if (state.block == 0) {
+      // The first layout, before any pipeline rows: the block is fixed here, reserve included.
+      state.reserve = threads_ > 1 ? round(static_cast<int64_t>(options_.pipeline_share * static_cast<double>(rings))) : 0;
+      state.block = rings + state.reserve;
+    }
+    if (rings > state.block) fail("{}: partition {}'s line buffers outgrew their block ({} > {} bytes)", source_, p, rings, state.block);
+    lifetimes.push_back({state.block, static_cast<int>(p), static_cast<int>(p)});
+    ring_bytes_ = std::max(ring_bytes_, state.block);
   }
   std::vector<TensorId> boundaries;
   for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
@@ -372,8 +551,10 @@ void FusedProgram::lay_out_memory() {
   }
 }
 
-Address FusedProgram::address(size_t partition, TensorId t, int64_t row) const {
-  const Place& place = partitions_[partition].places[static_cast<size_t>(t)];
+Address FusedProgram::address(const OperandRef& ref) const {
+  const TensorId t = ref.tensor;
+  const int64_t row = ref.row;
+  const Place& place = partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(t)];
   const int64_t row_bytes = row_floats(graph_.tensor(t).shape) * static_cast<int64_t>(sizeof(float));
   if (place.role == TensorRole::Whole) {
     if (place.slot >= 0) return {place.slot, row * row_bytes / static_cast<int64_t>(sizeof(float)), nullptr};
@@ -429,30 +610,97 @@ int FusedProgram::primitive_kernel(const std::string& op, const dnnl::primitive&
     call->memories.push_back(m);
     call->args.push_back({arg, m.get()});
   }
+  call->kernel = static_cast<int>(kernels_.size());
   calls_.push_back(call);
-  dnnl_stream_t stream = stream_.get();
-  return add_kernel([call = call.get(), stream, source = source_](int64_t, int64_t, float* const* operands) {
+  return add_kernel([call = call.get(), source = source_](int64_t, int64_t, float* const* operands) {
     dnnl_memory_set_data_handle(call->src, operands[0]);
     dnnl_memory_set_data_handle(call->dst, operands[1]);
-    const dnnl_status_t status =
-        dnnl_primitive_execute(call->primitive.get(), stream, static_cast<int>(call->args.size()), call->args.data());
+    const dnnl_status_t status = dnnl_primitive_execute(call->primitive.get(), thread_stream(),
+                                                        static_cast<int>(call->args.size()), call->args.data());
     if (status != dnnl_success) fail("{}: oneDNN failed to execute \"{}\" (status {})", source, call->op, static_cast<int>(status));
   });
 }
 
-void FusedProgram::bind_scratchpad() {
-  if (scratchpad_bytes_ == 0) return;
-  scratchpad_ = account_.allocate(scratchpad_bytes_, MemoryUse::Scratchpad, source_ + " scratchpad");
-  for (const auto& call : calls_) {
-    if (call->scratchpad != nullptr) dnnl_memory_set_data_handle(call->scratchpad, scratchpad_.data());
+// One scratchpad per thread that runs primitives needing one, shared by that thread's primitives.
+// Runs `inner` (which writes one blocked output row) into a row buffer of its own, then reorders
+// that row into the NHWC output row. Operands: as `inner`'s.
+int FusedProgram::converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows) {
+  auto found = blocked_rows_.find(op.output);
+  if (found == blocked_rows_.end()) {
+    found = blocked_rows_.emplace(op.output, account_.allocate(static_cast<int64_t>(blocked.get_size()), MemoryUse::Scratchpad,
+                                                               op.name + " blocked output row")).first;
   }
+  float* row = found->second.floats();
+  auto call = std::make_shared<PrimitiveCall>();
+  memory from(blocked, cpu_engine(), row);
+  memory to(rows, cpu_engine(), DNNL_MEMORY_NONE);
+  call->primitive = dnnl::reorder(from, to);
+  call->memories = {from, to};
+  call->args = {{DNNL_ARG_FROM, from.get()}, {DNNL_ARG_TO, to.get()}};
+  call->dst = to.get();
+  call->op = op.name;
+  calls_.push_back(call);
+  return add_kernel([this, inner, row, call = call.get()](int64_t first, int64_t count, float* const* operands) {
+    float* const into_row[2] = {operands[0], row};
+    kernels_[static_cast<size_t>(inner)](first, count, into_row);
+    dnnl_memory_set_data_handle(call->dst, operands[1]);
+    const dnnl_status_t status = dnnl_primitive_execute(call->primitive.get(), thread_stream(), 2, call->args.data());
+    if (status != dnnl_success) fail("{}: oneDNN failed to reorder the output row of \"{}\" (status {})", source_, call->op, static_cast<int>(status));
+  });
+}
+
+void FusedProgram::bind_scratchpads() {
+  if (scratchpad_bytes_ == 0) return;
+  std::vector<bool> needed(static_cast<size_t>(threads_), false);
+  std::vector<int> thread_of_kernel(kernels_.size(), 0);
+  for (const Step& step : steps_) thread_of_kernel[static_cast<size_t>(step.kernel)] = step.thread;
+  for (const auto& call : calls_) {
+    if (call->scratchpad != nullptr) needed[static_cast<size_t>(thread_of_kernel[static_cast<size_t>(call->kernel)])] = true;
+  }
+  scratchpads_.resize(static_cast<size_t>(threads_));
+  for (size_t t = 0; t < needed.size(); ++t) {
+    if (needed[t] && scratchpads_[t].data() == nullptr) {
+      scratchpads_[t] = account_.allocate(scratchpad_bytes_, MemoryUse::Scratchpad, fmt::format("{} scratchpad {}", source_, t));
+    }
+  }
+  for (const auto& call : calls_) {
+    const auto t = static_cast<size_t>(thread_of_kernel[static_cast<size_t>(call->kernel)]);
+    if (call->scratchpad != nullptr) dnnl_memory_set_data_handle(call->scratchpad, scratchpads_[t].data());
+  }
+}
+
+// The oneDNN descriptors of a window op on a band of `in_rows` input rows (`pad_t` and `pad_b` rows
+// of padding beyond them) giving `count` output rows. NHWC rows make a band one nhwc tensor.
+// Row-blocked rows (each row nChw8c or nChw16c on its own) make one row a blocked tensor of height 1,
+// and a window of K rows a blocked tensor of height 1 with K x C channels: a KxK convolution on it is
+// a 1xK convolution with the kernel rows stacked along the input channels.
+FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const {
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  const Window& win = op.window;
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t pad_r = effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w);
+  Descs d;
+  // A stacked window gives one output row, blocked: the JIT kernels want both sides in one layout.
+  // Where the output rows are NHWC, the kernel converts its row (Descs::rows).
+  const bool blocked_dst = row_blocked_[static_cast<size_t>(op.output)] || stacked;
+  d.rows = memory::desc({1, out.c, count, out.w}, DataType::f32, Tag::nhwc);
+  d.dst = blocked_dst ? memory::desc({1, out.c, 1, out.w}, DataType::f32, blocked_tag()) : d.rows;
+  // One channel is both layouts; the JIT kernels take it as planar (nchw) input to blocked output.
+  d.src = stacked ? memory::desc({1, in_rows * in.c, 1, in.w}, DataType::f32, blocked_tag())
+                  : memory::desc({1, in.c, in_rows, in.w}, DataType::f32, in.c == 1 && blocked_dst ? Tag::nchw : Tag::nhwc);
+  d.strides = {stacked ? 1 : win.stride_h, win.stride_w};
+  d.dilates = {stacked ? 0 : win.dilation_h - 1, win.dilation_w - 1};
+  d.pad_l = {stacked ? 0 : pad_t, win.pad_left};
+  d.pad_rb = {stacked ? 0 : pad_b, pad_r};
+  return d;
 }
 
 // Convolution and pooling on a band of output rows [first, first + count): the input rows it
 // needs, clipped to the tensor, with the clipped part as padding, so that the top edge, the middle
 // and the bottom edge are three band shapes (plus a shorter last band). Writes the first input row
 // to *src_row.
-int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, bool parallel, int64_t* src_row) {
+int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int64_t* src_row) {
   const Op& op = graph_.op(id);
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
@@ -463,25 +711,41 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, bool para
   if (b < a) fail_op(op, fmt::format("output rows {}..{} see no input row", first, first + count - 1));
   *src_row = a;
   const int64_t pad_t = a - top, pad_b = bottom - b, in_rows = b - a + 1;
-  const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b, parallel);
+  const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b);
   if (const auto found = window_kernels_.find(key); found != window_kernels_.end()) return found->second;
-  // oneDNN splits a primitive's work for the threads it sees when it is created.
-  set_threads(parallel ? options_.threads : 1);
 
-  const memory::desc src({1, in.c, in_rows, in.w}, DataType::f32, Tag::nhwc);
-  const memory::desc dst({1, out.c, count, out.w}, DataType::f32, Tag::nhwc);
-  const int64_t pad_r = effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w);
-  const memory::dims strides = {win.stride_h, win.stride_w};
-  const memory::dims dilates = {win.dilation_h - 1, win.dilation_w - 1};
-  const memory::dims pad_l = {pad_t, win.pad_left}, pad_rb = {pad_b, pad_r};
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
   int kernel = -1;
   try {
+    const Descs d = window_descs(op, in_rows, count, pad_t, pad_b);
+    const memory::desc &src = d.src, &dst = d.dst;
+    const memory::dims &strides = d.strides, &dilates = d.dilates, &pad_l = d.pad_l, &pad_rb = d.pad_rb;
     if (op.kind == OpKind::Conv) {
       const int64_t g = op.groups;
-      const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, win.kernel_h, win.kernel_w}
-                                             : memory::dims{out.c, in.c, win.kernel_h, win.kernel_w};
+      // Stacked: the weights of the kernel rows the window covers, row after row along the input
+      // channels, as a 1 x kernel_w kernel (the input rows are stacked the same way).
+      const int64_t kh = stacked ? 1 : win.kernel_h, cin = stacked ? in_rows * in.c : in.c;
+      const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, kh, win.kernel_w}
+                                             : memory::dims{out.c, cin, kh, win.kernel_w};
       const memory::desc weight_user(weight_dims, DataType::f32, g > 1 ? Tag::goihw : Tag::oihw);
       const memory::desc weight_any(weight_dims, DataType::f32, Tag::any);
+      std::vector<float> stacked_weights;
+      std::string weight_name = op.name + " weights";
+      if (stacked) {
+        stacked_weights.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
+        const float* w = op.weight->data();
+        for (int64_t o = 0; o < out.c; ++o) {
+          for (int64_t j = 0; j < in_rows; ++j) {
+            for (int64_t c = 0; c < in.c; ++c) {
+              for (int64_t x = 0; x < win.kernel_w; ++x) {
+                stacked_weights[static_cast<size_t>(((o * cin) + j * in.c + c) * win.kernel_w + x)] =
+                    w[((o * in.c + c) * win.kernel_h + pad_t + j) * win.kernel_w + x];
+              }
+            }
+          }
+        }
+        weight_name += fmt::format(" (kernel rows {}..{} stacked)", pad_t, pad_t + in_rows - 1);
+      }
       const memory::desc bias_md({out.c}, DataType::f32, Tag::x);
       dnnl::post_ops ops;
       append_activation(ops, op.activation);
@@ -491,9 +755,11 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, bool para
                                                                   weight_any, dst, strides, dilates, pad_l, pad_rb);
       const dnnl::convolution_forward::primitive_desc pd(desc, user_scratchpad(ops), cpu_engine());
       std::unordered_map<int, memory> fixed;
-      fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, op.weight->data(), pd.weights_desc(), op.name + " weights");
+      fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, stacked ? stacked_weights.data() : op.weight->data(),
+                                        pd.weights_desc(), weight_name);
       if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
       kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
+      if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, kernel, dst, d.rows);
     } else {
       const algorithm alg = op.kind == OpKind::MaxPool ? algorithm::pooling_max
                             : op.count_include_pad     ? algorithm::pooling_avg_include_padding
@@ -544,27 +810,34 @@ Kernel FusedProgram::binary_kernel(const Op& op) const {
 }
 
 // Fully connected on a multi-row input, one input row per event: y += W_row x_row, with W's rows
-// for input row h reordered to NHWC (w, c) order at compile time. Operands: input row `first`,
-// the output row.
+// for input row h reordered to NHWC (w, c) order at compile time, and interleaved by blocks of
+// kGemmBlock outputs (zero-padded) so that the kernel keeps a block's sums in vector registers and
+// reads each weight once with unit stride. Operands: input row `first`, the output row.
+constexpr int64_t kGemmBlock = 32;
+
 Kernel FusedProgram::gemm_kernel(const Op& op) {
   const Shape in = graph_.input_of(op).shape;
   const int64_t outs = graph_.output_of(op).shape.c;
   const int64_t row = row_floats(in);
-  Allocation storage = account_.allocate(in.h * outs * row * static_cast<int64_t>(sizeof(float)), MemoryUse::Weights,
-                                         op.name + " weights");
+  const int64_t blocks = (outs + kGemmBlock - 1) / kGemmBlock;
+  Allocation storage = account_.allocate(in.h * blocks * kGemmBlock * row * static_cast<int64_t>(sizeof(float)),
+                                         MemoryUse::Weights, op.name + " weights");
   float* w = storage.floats();
   const float* src = op.weight->data();
   for (int64_t h = 0; h < in.h; ++h) {
-    for (int64_t o = 0; o < outs; ++o) {
+    for (int64_t o = 0; o < blocks * kGemmBlock; ++o) {
       for (int64_t x = 0; x < in.w; ++x) {
-        for (int64_t c = 0; c < in.c; ++c) w[(h * outs + o) * row + x * in.c + c] = src[o * in.c * in.h * in.w + (c * in.h + h) * in.w + x];
+        for (int64_t c = 0; c < in.c; ++c) {
+          const int64_t i = x * in.c + c;
+          w[((h * blocks + o / kGemmBlock) * row + i) * kGemmBlock + o % kGemmBlock] =
+              o < outs ? src[o * in.c * in.h * in.w + (c * in.h + h) * in.w + x] : 0.0f;
+        }
       }
     }
   }
   weight_storage_.push_back(std::move(storage));
   const float* bias = op.bias ? op.bias->data() : nullptr;
   const Activation act = op.activation;
-  const int threads = options_.threads > 0 ? options_.threads : available_threads();
   return [=](int64_t first, int64_t count, float* const* p) {
     float* y = p[1];
     if (first == 0) {
@@ -572,13 +845,13 @@ Kernel FusedProgram::gemm_kernel(const Op& op) {
     }
     for (int64_t r = 0; r < count; ++r) {
       const float* x = p[0] + r * row;
-      const float* wr = w + (first + r) * outs * row;
-#pragma omp parallel for num_threads(threads) if (outs * row > (1 << 16)) schedule(static)
-      for (int64_t o = 0; o < outs; ++o) {
-        const float* wo = wr + o * row;
-        float sum = 0;
-        for (int64_t i = 0; i < row; ++i) sum += wo[i] * x[i];
-        y[o] += sum;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const float* wb = w + ((first + r) * blocks + b) * row * kGemmBlock;
+        float sum[kGemmBlock] = {};
+        for (int64_t i = 0; i < row; ++i) {
+          for (int64_t j = 0; j < kGemmBlock; ++j) sum[j] += wb[i * kGemmBlock + j] * x[i];
+        }
+        for (int64_t j = 0; j < std::min(kGemmBlock, outs - b * kGemmBlock); ++j) y[b * kGemmBlock + j] += sum[j];
       }
     }
     if (first + count == in.h) activate(y, outs, act);
@@ -756,24 +1029,22 @@ void FusedProgram::compile_steps() {
   };
 
   for (size_t p = 0; p < partitions_.size(); ++p) {
+    const auto part = static_cast<int32_t>(p);
     for (const FusedStep& fs : partitions_[p].schedule.steps) {
       Step step;
       step.first = fs.first;
       step.count = fs.count;
-      step.operand_begin = static_cast<uint32_t>(operands_.size());
+      step.operand_begin = static_cast<uint32_t>(operand_refs_.size());
+      std::vector<Access> access;
       if (fs.kind != StepKind::Compute) {
-        const Place& place = partitions_[p].places[static_cast<size_t>(fs.tensor)];
-        const Address image{place.slot, 0, nullptr};
-        const Address ring = address(p, fs.tensor, fs.first);
-        step.kernel = transfer(fs.tensor, fs.kind == StepKind::Load);
-        step.host = true;
-        if (fs.kind == StepKind::Load) {
-          operands_.push_back(image);
-          operands_.push_back(ring);
-        } else {
-          operands_.push_back(ring);
-          operands_.push_back(image);
-        }
+        const bool load = fs.kind == StepKind::Load;
+        step.kernel = transfer(fs.tensor, load);
+        // The caller tensor's image (row 0), and the line buffer at row `first`.
+        const OperandRef image{part, fs.tensor, -1};
+        const OperandRef ring{part, fs.tensor, fs.first};
+        operand_refs_.push_back(load ? image : ring);
+        operand_refs_.push_back(load ? ring : image);
+        access.push_back({fs.tensor, fs.first, fs.first + fs.count - 1, load});
       } else {
         const Op& op = graph_.op(fs.op);
         const bool accumulates = rows::mode_of(graph_, op) == rows::Mode::Accumulate;
@@ -787,35 +1058,284 @@ void FusedProgram::compile_steps() {
           host_average = effective_pad_end(in.h, w.pad_top, w.pad_bottom, w.extent_h(), w.stride_h, out.h) > w.pad_bottom ||
                          effective_pad_end(in.w, w.pad_left, w.pad_right, w.extent_w(), w.stride_w, out.w) > w.pad_right;
         }
-        const int64_t events = rows::event_count(graph_, op);
-        step.parallel = analysis_.op(fs.op).macs * fs.count / std::max<int64_t>(events, 1) >= kParallelMacs;
         if (windowed && !host_average) {
           int64_t src_row = 0;
-          step.kernel = window_kernel(fs.op, fs.first, fs.count, step.parallel, &src_row);
-          operands_.push_back(address(p, op.inputs[0], src_row));
+          step.kernel = window_kernel(fs.op, fs.first, fs.count, &src_row);
+          operand_refs_.push_back({part, op.inputs[0], src_row});
         } else {
           step.kernel = host_kernel(fs.op);
-          step.host = true;
           for (size_t k = 0; k < op.inputs.size(); ++k) {
-            operands_.push_back(address(p, op.inputs[k], rows::band(graph_, op, k, fs.first).first));
+            operand_refs_.push_back({part, op.inputs[k], rows::band(graph_, op, k, fs.first).first});
           }
         }
-        operands_.push_back(address(p, op.output, accumulates ? 0 : fs.first));
+        for (size_t k = 0; k < op.inputs.size(); ++k) {
+          const int64_t h = graph_.input_of(op, k).shape.h;
+          const int64_t lo = std::max<int64_t>(0, rows::band(graph_, op, k, fs.first).first);
+          const int64_t hi = std::min<int64_t>(h - 1, rows::band(graph_, op, k, fs.first + fs.count - 1).last);
+          access.push_back({op.inputs[k], lo, hi, false});
+        }
+        operand_refs_.push_back({part, op.output, accumulates ? 0 : fs.first});
+        access.push_back({op.output, accumulates ? 0 : fs.first, accumulates ? 0 : fs.first + fs.count - 1, true});
       }
-      step.operand_count = static_cast<uint32_t>(operands_.size() - step.operand_begin);
+      step.operand_count = static_cast<uint32_t>(operand_refs_.size() - step.operand_begin);
       steps_.push_back(step);
+      sources_.emplace_back(static_cast<int>(p), fs);
+      accesses_.push_back(std::move(access));
     }
   }
-  size_t widest = 0;
-  for (const Step& s : steps_) widest = std::max<size_t>(widest, s.operand_count);
-  resolved_.resize(widest);
   slots_.resize(slot_image_floats_.size());
 }
 
+void FusedProgram::resolve_operands() {
+  operands_.clear();
+  for (const OperandRef& ref : operand_refs_) {
+    operands_.push_back(ref.row < 0 ? Address{partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0, nullptr}
+                                    : address(ref));
+  }
+}
+
+// Each op's cost is the measured time of one of its steps (the middle one, best of a few tries on
+// whatever the buffers hold) times its number of steps; each partition's ops are then cut into
+// contiguous groups of about equal cost, one per thread, in schedule order.
+void FusedProgram::calibrate_and_split() {
+  std::vector<std::vector<float>> dummy;  // caller tensors, one image each: only addresses matter
+  for (int64_t floats : slot_image_floats_) dummy.emplace_back(static_cast<size_t>(floats), 0.0f);
+  for (size_t k = 0; k < dummy.size(); ++k) slots_[k] = dummy[k].data();
+  std::vector<std::vector<size_t>> steps_of(graph_.ops.size());
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (sources_[i].second.kind == StepKind::Compute) steps_of[static_cast<size_t>(sources_[i].second.op)].push_back(i);
+  }
+  std::vector<float*> resolved;
+  std::vector<double> cost(graph_.ops.size(), 0.0);
+  for (size_t o = 0; o < graph_.ops.size(); ++o) {
+    if (steps_of[o].empty()) continue;
+    const Step& step = steps_[steps_of[o][steps_of[o].size() / 2]];
+    resolved.clear();
+    for (uint32_t i = 0; i < step.operand_count; ++i) {
+      const Address& a = operands_[step.operand_begin + i];
+      resolved.push_back(a.slot < 0 ? a.fixed : slots_[static_cast<size_t>(a.slot)] + a.offset);
+    }
+    double best = 1e30;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      const auto start = std::chrono::steady_clock::now();
+      kernels_[static_cast<size_t>(step.kernel)](step.first, step.count, resolved.data());
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    cost[o] = best * static_cast<double>(rows::event_count(graph_, graph_.op(static_cast<OpId>(o)))) / step.count;
+  }
+  for (PartitionState& state : partitions_) split(state, cost);
+  std::vector<double> share(static_cast<size_t>(threads_), 0.0);
+  for (const PartitionState& state : partitions_) {
+    for (OpId o = state.first; o <= state.last; ++o) share[static_cast<size_t>(state.thread_of[static_cast<size_t>(o - state.first)])] += cost[static_cast<size_t>(o)];
+  }
+  const double total = std::accumulate(share.begin(), share.end(), 0.0);
+  for (double c : share) split_summary_ += fmt::format("{}{:.0f}%", split_summary_.empty() ? "" : "/", 100 * c / std::max(total, 1e-30));
+  // Loads run on the thread of the step that needs them (the next compute step), stores on the
+  // thread of the step that produced the rows (the previous one).
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const auto& [p, fs] = sources_[i];
+    const PartitionState& state = partitions_[static_cast<size_t>(p)];
+    if (fs.kind == StepKind::Compute) {
+      steps_[i].thread = state.thread_of[static_cast<size_t>(fs.op - state.first)];
+    } else if (fs.kind == StepKind::Store) {
+      steps_[i].thread = steps_[i - 1].thread;
+    }
+  }
+  for (size_t i = steps_.size(); i-- > 0;) {
+    if (sources_[i].second.kind == StepKind::Load) steps_[i].thread = steps_[i + 1].thread;
+  }
+}
+
+// Bytes the line buffers of a partition grow by when each tensor crossing a cut between threads gets
+// kPipelineRows more rows, per candidate cut: after op `first + k` (k < ops - 1). A tensor crosses a
+// cut when the ops touching it in the partition (its producer, its readers) lie on both sides.
+std::vector<int64_t> FusedProgram::cut_bytes(const PartitionState& state) const {
+  const int64_t page = page_bytes();
+  const auto round = [&](int64_t bytes) { return (bytes + page - 1) / page * page; };
+  std::vector<int64_t> bytes(static_cast<size_t>(state.last - state.first + 1), 0);
+  for (const LineBuffer& b : state.schedule.rings) {
+    const Tensor& tensor = graph_.tensor(b.tensor);
+    OpId lo = tensor.producer >= state.first && tensor.producer <= state.last ? tensor.producer : state.last;
+    OpId hi = tensor.producer >= state.first && tensor.producer <= state.last ? tensor.producer : state.first;
+    for (OpId c : tensor.consumers) {
+      if (c < state.first || c > state.last) continue;
+      lo = std::min(lo, c);
+      hi = std::max(hi, c);
+    }
+    const int64_t rows = std::min(b.rows + kPipelineRows, tensor.shape.h);
+    const int64_t extra = round(rows * b.row_bytes) - round(b.rows * b.row_bytes);
+    for (OpId k = lo; k < hi; ++k) bytes[static_cast<size_t>(k - state.first)] += extra;
+  }
+  return bytes;
+}
+
+// Cuts a partition's ops into up to threads_ contiguous groups of about equal cost: the j-th cut
+// goes after the op whose cost prefix is nearest j/threads_ of the total, among the cuts whose
+// pipeline rows still fit the partition's reserve (a tensor crossing several cuts is counted at each,
+// which overestimates). Without a fitting cut, fewer threads share the partition.
+void FusedProgram::split(PartitionState& state, const std::vector<double>& cost) const {
+  const auto ops = static_cast<size_t>(state.last - state.first + 1);
+  state.thread_of.assign(ops, 0);
+  const std::vector<int64_t> bytes = cut_bytes(state);
+  std::vector<double> prefix(ops + 1, 0.0);
+  for (size_t i = 0; i < ops; ++i) prefix[i + 1] = prefix[i] + cost[static_cast<size_t>(state.first) + i];
+  int64_t left = state.reserve;
+  size_t from = 0;  // first op of the current group
+  for (int j = 1; j < threads_; ++j) {
+    const double target = prefix[ops] * j / threads_;
+    size_t best = ops;
+    for (size_t k = from; k + 1 < ops; ++k) {
+      if (bytes[k] > left) continue;
+      if (best == ops || std::abs(prefix[k + 1] - target) < std::abs(prefix[best + 1] - target)) best = k;
+    }
+    if (best == ops) break;
+    left -= bytes[best];
+    for (size_t i = best + 1; i < ops; ++i) state.thread_of[i] = j;
+    from = best + 1;
+  }
+}
+
+// Line buffers written by one thread and read by another get kPipelineRows more rows.
+void FusedProgram::add_pipeline_rows() {
+  for (size_t p = 0; p < partitions_.size(); ++p) {
+    PartitionState& state = partitions_[p];
+    std::vector<uint32_t> threads(graph_.tensors.size(), 0);  // bit per thread touching the tensor
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      if (sources_[i].first != static_cast<int>(p)) continue;
+      for (const Access& a : accesses_[i]) threads[static_cast<size_t>(a.tensor)] |= 1u << (steps_[i].thread % 32);
+    }
+    for (LineBuffer& b : state.schedule.rings) {
+      const uint32_t mask = threads[static_cast<size_t>(b.tensor)];
+      if ((mask & (mask - 1)) != 0) b.rows = std::min(b.rows + kPipelineRows, graph_.tensor(b.tensor).shape.h);
+    }
+  }
+}
+
+// Replays the steps in schedule order, tracking which step last wrote each row and which step of
+// each thread last read it; a step then waits for the writers of the rows it reads, and for the
+// readers (and writer) of every older row whose line-buffer bytes it overwrites, where those ran on
+// another thread. A thread's first step in a partition waits for all other threads to finish the
+// previous partitions, whose memory the arena may give to this one.
+void FusedProgram::compute_waits() {
+  lanes_.assign(static_cast<size_t>(threads_), {});
+  waits_.clear();
+  const auto T = static_cast<size_t>(threads_);
+  std::vector<int32_t> seq(steps_.size());
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    auto& lane = lanes_[static_cast<size_t>(steps_[i].thread)];
+    seq[i] = static_cast<int32_t>(lane.size());
+    lane.push_back(static_cast<uint32_t>(i));
+  }
+  struct RowState {
+    int32_t writer = -1;             // step index
+    std::vector<int32_t> last_read;  // per thread: its sequence number + 1, 0 if none
+  };
+  std::vector<std::vector<RowState>> rows(graph_.tensors.size());
+  std::vector<std::vector<int32_t>> waited(T, std::vector<int32_t>(T, 0));  // [thread][other]: already ensured
+  std::vector<int32_t> count_before(T, 0);  // per thread: its steps in earlier partitions
+  int partition = -1;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const auto t = static_cast<size_t>(steps_[i].thread);
+    const int p = sources_[i].first;
+    std::vector<int32_t> need(T, 0);
+    if (p != partition) {
+      partition = p;
+      for (auto& r : rows) r.clear();
+      for (size_t u = 0; u < T; ++u) count_before[u] = 0;
+      for (size_t j = 0; j < i; ++j) ++count_before[static_cast<size_t>(steps_[j].thread)];
+    }
+    need = count_before;  // a thread's steps in this partition come after every earlier one of others
+    for (const Access& a : accesses_[i]) {
+      auto& r = rows[static_cast<size_t>(a.tensor)];
+      const int64_t h = graph_.tensor(a.tensor).shape.h;
+      if (r.empty()) r.assign(static_cast<size_t>(h), RowState{-1, std::vector<int32_t>(T, 0)});
+      const auto depend_on = [&](const RowState& row) {
+        if (row.writer >= 0 && static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread) != t) {
+          const auto u = static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread);
+          need[u] = std::max(need[u], seq[static_cast<size_t>(row.writer)] + 1);
+        }
+      };
+      if (!a.write) {
+        for (int64_t y = a.lo; y <= a.hi; ++y) {
+          depend_on(r[static_cast<size_t>(y)]);
+          r[static_cast<size_t>(y)].last_read[t] = seq[i] + 1;
+        }
+        continue;
+      }
+      const Place& place = partitions_[static_cast<size_t>(p)].places[static_cast<size_t>(a.tensor)];
+      if (place.role != TensorRole::Whole) {
+        // Older rows sharing bytes with rows [lo, hi] in the circular buffer of ring_bytes.
+        const int64_t rb = row_floats(graph_.tensor(a.tensor).shape) * static_cast<int64_t>(sizeof(float));
+        const int64_t span = place.ring_bytes / rb + 2;
+        for (int64_t y = std::max<int64_t>(0, a.lo - 2 * span); y < a.lo; ++y) {
+          bool shared = false;
+          for (int64_t wrap = place.ring_bytes; !shared && y * rb + wrap < (a.hi + 1) * rb; wrap += place.ring_bytes) {
+            shared = (y + 1) * rb + wrap > a.lo * rb;
+          }
+          if (!shared) continue;
+          const RowState& old = r[static_cast<size_t>(y)];
+          depend_on(old);
+          for (size_t u = 0; u < T; ++u) {
+            if (u != t && old.last_read[u] > 0) need[u] = std::max(need[u], old.last_read[u]);
+          }
+        }
+      }
+      for (int64_t y = a.lo; y <= a.hi; ++y) r[static_cast<size_t>(y)].writer = static_cast<int32_t>(i);
+    }
+    steps_[i].wait_begin = static_cast<uint32_t>(waits_.size());
+    for (size_t u = 0; u < T; ++u) {
+      if (u == t || need[u] <= waited[t][u]) continue;
+      waits_.push_back({static_cast<int32_t>(u), need[u]});
+      waited[t][u] = need[u];
+    }
+    steps_[i].wait_count = static_cast<uint32_t>(waits_.size() - steps_[i].wait_begin);
+  }
+  sources_.clear();
+  accesses_.clear();
+  progress_ = std::make_unique<Progress[]>(T);
+}
+
+void FusedProgram::execute(const Step& step, int64_t image, std::vector<float*>& resolved) {
+  resolved.clear();
+  for (uint32_t i = 0; i < step.operand_count; ++i) {
+    const Address& a = operands_[step.operand_begin + i];
+    resolved.push_back(a.slot < 0 ? a.fixed
+                                  : slots_[static_cast<size_t>(a.slot)] + image * slot_image_floats_[static_cast<size_t>(a.slot)] + a.offset);
+  }
+  kernels_[static_cast<size_t>(step.kernel)](step.first, step.count, resolved.data());
+}
+
+void FusedProgram::run_lane(int thread, int64_t images) {
+  const auto t = static_cast<size_t>(thread);
+  const std::vector<uint32_t>& lane = lanes_[t];
+  std::vector<float*> resolved;
+  const auto wait_until = [&](size_t u, int64_t target) {
+    for (int spins = 0; progress_[u].done.load(std::memory_order_acquire) < target; ++spins) {
+      if (abort_.load(std::memory_order_relaxed)) throw std::runtime_error("another thread failed");
+      if (spins < kSpinsBeforeYield) {
+        _mm_pause();
+      } else {
+        sched_yield();
+      }
+    }
+  };
+  for (int64_t n = 0; n < images; ++n) {
+    // The next image reuses every line buffer: all threads finish this one first.
+    for (size_t u = 0; u < lanes_.size() && n > 0; ++u) wait_until(u, n * static_cast<int64_t>(lanes_[u].size()));
+    for (size_t k = 0; k < lane.size(); ++k) {
+      const Step& step = steps_[lane[k]];
+      for (uint32_t w = 0; w < step.wait_count; ++w) {
+        const Wait& wait = waits_[step.wait_begin + w];
+        const auto u = static_cast<size_t>(wait.thread);
+        wait_until(u, n * static_cast<int64_t>(lanes_[u].size()) + wait.steps);
+      }
+      execute(step, n, resolved);
+      progress_[t].done.store(n * static_cast<int64_t>(lane.size()) + static_cast<int64_t>(k) + 1, std::memory_order_release);
+    }
+  }
+}
+
 void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor> outputs) {
-  const int threads = options_.threads > 0 ? options_.threads : available_threads();
-  int current = threads;
-  set_threads(threads);
   for (size_t k = 0; k < inputs.size(); ++k) slots_[k] = const_cast<float*>(inputs[k].values.data());  // read only
   for (size_t k = 0; k < outputs.size(); ++k) slots_[inputs.size() + k] = outputs[k].values.data();
   const int64_t images = input_shapes_.empty() ? 1 : input_shapes_[0].n;
@@ -825,32 +1345,56 @@ void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor>
       std::memcpy(outputs[static_cast<size_t>(out)].values.data() + static_cast<size_t>(n) * floats,
                   inputs[static_cast<size_t>(in)].values.data() + static_cast<size_t>(n) * floats, floats * sizeof(float));
     }
-    bool drained = true;
-    for (const Step& step : steps_) {
-      for (uint32_t i = 0; i < step.operand_count; ++i) {
-        const Address& a = operands_[step.operand_begin + i];
-        resolved_[i] = a.slot < 0 ? a.fixed
-                                  : slots_[static_cast<size_t>(a.slot)] + n * slot_image_floats_[static_cast<size_t>(a.slot)] + a.offset;
-      }
-      if (step.host && !drained) stream_.wait();
-      if (const int wanted = step.parallel ? threads : 1; wanted != current) {
-        omp_set_num_threads(wanted);
-        current = wanted;
-      }
-      kernels_[static_cast<size_t>(step.kernel)](step.first, step.count, resolved_.data());
-      drained = step.host;
-    }
-    stream_.wait();
   }
+  for (int t = 0; t < threads_; ++t) progress_[static_cast<size_t>(t)].done.store(0, std::memory_order_relaxed);
+  abort_.store(false);
+  const auto serially = [&] {
+    std::vector<float*> resolved;
+    for (int64_t n = 0; n < images; ++n) {
+      for (const Step& step : steps_) execute(step, n, resolved);
+    }
+  };
+  if (threads_ == 1) {
+    serially();
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel num_threads(threads_)
+  {
+    if (omp_get_num_threads() != threads_) {
+      // OpenMP gave fewer threads than asked (nested in another parallel region, or a thread
+      // limit): the lanes would wait for ones that never run, but the schedule's order is valid.
+#pragma omp single
+      {
+        try {
+          serially();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+    } else {
+      try {
+        run_lane(omp_get_thread_num(), images);
+      } catch (...) {
+        const std::lock_guard lock(error_mutex);
+        if (!error && !abort_.load()) error = std::current_exception();
+        abort_.store(true);
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 std::string FusedProgram::describe() const {
   return fmt::format(
-      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}, {} steps ({}), {} line buffers, NHWC rows, "
+      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}, {} steps ({}), {}, {} line buffers ({} row-blocked), "
       "{} convolution/pooling band kernels{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s", steps_.size(),
-      max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_), line_buffers_,
+      max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_),
+      threads_ == 1 ? std::string("one thread") : fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_),
+      line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "");
 }
 
