@@ -201,6 +201,7 @@ private:
   int add_kernel(Kernel kernel);
   int primitive_kernel(const std::string& op, const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
                        const memory::desc& src, const memory::desc& dst, std::unordered_map<int, memory> fixed);
+  const float* owned_copy(const std::vector<float>& values, const std::string& what);
   memory weights(OpId id, const memory::desc& user, const float* data, const memory::desc& md, const std::string& what);
   int window_kernel(OpId id, int64_t first, int64_t count, int64_t* src_row);
   struct Descs {
@@ -568,6 +569,17 @@ int FusedProgram::add_kernel(Kernel kernel) {
   return static_cast<int>(kernels_.size() - 1);
 }
 
+// Parameters a host kernel reads while it runs are copied: the graph (and its weights) may be gone
+// by then, as in a pipeline rank that keeps only its executor.
+const float* FusedProgram::owned_copy(const std::vector<float>& values, const std::string& what) {
+  Allocation storage =
+      account_.allocate(static_cast<int64_t>(values.size() * sizeof(float)), MemoryUse::Weights, what);
+  std::copy(values.begin(), values.end(), storage.floats());
+  const float* copy = storage.floats();
+  weight_storage_.push_back(std::move(storage));
+  return copy;
+}
+
 memory FusedProgram::weights(OpId id, const memory::desc& user, const float* data, const memory::desc& md,
                              const std::string& what) {
   // Band shapes of one op nearly always agree on the weights' layout: reorder once per layout.
@@ -836,7 +848,7 @@ Kernel FusedProgram::gemm_kernel(const Op& op) {
     }
   }
   weight_storage_.push_back(std::move(storage));
-  const float* bias = op.bias ? op.bias->data() : nullptr;
+  const float* bias = op.bias ? owned_copy(*op.bias, op.name + " bias") : nullptr;
   const Activation act = op.activation;
   return [=](int64_t first, int64_t count, float* const* p) {
     float* y = p[1];
@@ -930,8 +942,8 @@ int FusedProgram::host_kernel(OpId id) {
       break;
     }
     case OpKind::BatchNorm: {
-      const float* scale = op.weight->data();
-      const float* shift = op.bias->data();
+      const float* scale = owned_copy(*op.weight, op.name + " scale");
+      const float* shift = owned_copy(*op.bias, op.name + " shift");
       kernel = [=](int64_t, int64_t count, float* const* p) {
         for (int64_t r = 0; r < count * out.w; ++r) {
           const float* s = p[0] + r * out.c;

@@ -277,9 +277,9 @@ void run_feeder(const Topology& topology, const PipelineLayout& layout, const Ba
   }
 }
 
-// Weights are shared between a graph and its spans. A stage rank keeps its own stage graph's: the
-// fused executor reads a few parameters (fully connected biases, unfolded BatchNorm) from the graph
-// while it runs instead of copying them.
+// Weights are shared between a graph and its spans; an executor keeps its own (reordered) copy, so
+// once a rank's executor is compiled no stage graph needs them: the rank then holds only its
+// partition's filters, once.
 void drop_weights(Graph& graph) {
   for (Op& op : graph.ops) {
     op.weight.reset();
@@ -321,9 +321,7 @@ PipelineRun run_mpi_pipeline(const MpiSession& session, Graph graph, const Plan&
       executor = pipeline::compile_replica(options.pipeline, layout.stages[static_cast<size_t>(role.stage)], role.stage);
     }
     graph = Graph{};
-    for (int k = 0; k < static_cast<int>(layout.stages.size()); ++k) {
-      if (k != role.stage) drop_weights(layout.stages[static_cast<size_t>(k)].graph);
-    }
+    for (auto& stage : layout.stages) drop_weights(stage.graph);
   } catch (const std::exception& e) {
     error = e.what();
   }

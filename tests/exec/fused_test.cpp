@@ -343,6 +343,39 @@ TEST(Fused, RunsAPipelineStageExtractedFromTheGraph) {
   EXPECT_LE(max_relative_error(values.at(graph.tensor(graph.outputs[0]).name), expected[0]), kTolerance);
 }
 
+// Gives every parameter of `graph` a buffer of its own, returned writable so that a test can
+// overwrite the graph's copy.
+std::vector<std::shared_ptr<std::vector<float>>> own_parameters(Graph& graph) {
+  std::vector<std::shared_ptr<std::vector<float>>> parameters;
+  for (Op& op : graph.ops) {
+    for (Buffer* buffer : {&op.weight, &op.bias}) {
+      if (!*buffer) continue;
+      parameters.push_back(std::make_shared<std::vector<float>>(**buffer));
+      *buffer = parameters.back();
+    }
+  }
+  return parameters;
+}
+
+// A pipeline rank drops its graph's weights once its executor is compiled: running must read only
+// the executor's own copies (host kernels included: BatchNorm, fully connected). Every parameter
+// of the graph is overwritten with NaN after compiling.
+TEST(Fused, KeepsItsOwnCopyOfEveryParameter) {
+  for (const testing::OpCase& c : testing::kOpCases) {
+    if (c.name != std::string_view("batchnorm_concat_activations") && c.name != std::string_view("classifier_head")) continue;
+    const Graph original = c.build();
+    const std::vector<HostTensor> inputs = testing::random_inputs(original);
+    const std::vector<HostTensor> expected = naive::run(original, inputs);
+    for (const Plan& plan : plans_across_capacities(original)) {
+      Graph graph = original;
+      const auto parameters = own_parameters(graph);
+      const auto executor = compile_fused(graph, plan);
+      for (const auto& values : parameters) std::fill(values->begin(), values->end(), std::nanf(""));
+      EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance) << c.name << ", " << plan.partitions.size() << " partitions";
+    }
+  }
+}
+
 TEST(Fused, RepeatedRunsGiveIdenticalResultsAndLeaveInputsAlone) {
   const Graph graph = zoo("googlenet", 64, 64);
   const std::vector<HostTensor> inputs = testing::random_inputs(graph);
