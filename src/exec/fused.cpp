@@ -43,6 +43,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <set>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -212,6 +213,7 @@ private:
   Descs window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const;
   void choose_row_layouts();
   bool runs_jit(OpId id) const;
+  int64_t stacked_weight_growth(OpId id) const;
   int converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows);
   int host_kernel(OpId id);
   Kernel binary_kernel(const Op& op) const;
@@ -238,6 +240,7 @@ private:
     std::vector<int> thread_of;  // per op - first
     int64_t reserve = 0;         // bytes of the arena block kept for pipeline rows
     int64_t block = 0;           // bytes of the arena block: line buffers without pipeline rows + reserve
+    int64_t headroom = 0;        // the plan's capacity left beside the partition's closure and filters
   };
   std::vector<PartitionState> partitions_;
   std::vector<int> boundary_producer_, boundary_last_;  // per tensor: partitions, -1 if not an arena boundary
@@ -413,6 +416,9 @@ void FusedProgram::assign_roles(const Plan& plan) {
     }
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
     state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles);
+    state.headroom = plan.partitions[p].fallback == Fallback::None
+                         ? plan.capacity_bytes - plan.partitions[p].on_chip_bytes()
+                         : 0;
     partitions_.push_back(std::move(state));
   }
 }
@@ -451,6 +457,38 @@ void FusedProgram::choose_row_layouts() {
       }
     }
   }
+  // Stacked weights are reordered once per distinct set of kernel rows a window covers (border
+  // windows cover fewer), so they outgrow the filters the plan keeps on chip: a partition keeps
+  // blocked rows only while that growth fits the plan's capacity beside its closure and filters.
+  // Otherwise the executor would spill what the plan counts as resident, and every row would
+  // re-read the weights from memory.
+  for (const PartitionState& state : partitions_) {
+    int64_t growth = 0;
+    for (OpId o = state.first; o <= state.last; ++o) {
+      const Op& op = graph_.op(o);
+      if (op.kind == OpKind::Conv && row_blocked_[static_cast<size_t>(op.inputs[0])]) growth += stacked_weight_growth(o);
+    }
+    if (growth <= state.headroom) continue;
+    for (OpId o = state.first; o <= state.last; ++o) row_blocked_[static_cast<size_t>(graph_.op(o).output)] = false;
+  }
+}
+
+// Bytes that stacking adds to the filters of convolution `id`: one copy of the kernel rows each
+// distinct window covers, instead of the kernel once.
+int64_t FusedProgram::stacked_weight_growth(OpId id) const {
+  const Op& op = graph_.op(id);
+  const Shape& in = graph_.input_of(op).shape;
+  const Window& win = op.window;
+  std::set<std::pair<int64_t, int64_t>> windows;  // (first kernel row, kernel rows)
+  for (int64_t r = 0; r < graph_.output_of(op).shape.h; ++r) {
+    const int64_t top = r * win.stride_h - win.pad_top, bottom = top + win.extent_h() - 1;
+    const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
+    windows.emplace(a - top, b - a + 1);
+  }
+  int64_t rows = 0;
+  for (const auto& window : windows) rows += window.second;
+  const int64_t per_kernel_row = analysis_.op(id).filter_bytes / win.kernel_h;
+  return per_kernel_row * (rows - win.kernel_h);
 }
 
 // Whether oneDNN runs convolution `id` on its middle band of one output row with a JIT kernel.

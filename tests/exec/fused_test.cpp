@@ -376,6 +376,23 @@ TEST(Fused, KeepsItsOwnCopyOfEveryParameter) {
   }
 }
 
+// Whatever kernels the executor picks, the weights it keeps may outgrow the plan's filters only by
+// the capacity the plan leaves free (dncnn at a capacity just above its one-partition footprint,
+// and with room to spare), plus oneDNN's padding of channel counts to its vector block (dncnn's
+// last convolution, 64 -> 1 channels, keeps 8 output channels: 16 KiB, under 2% of the filters).
+TEST(Fused, KeepsItsWeightsWithinThePlansCapacity) {
+  const Graph graph = zoo("dncnn", 48, 64);
+  const int64_t footprint = single_partition_plan(graph).partitions[0].on_chip_bytes();
+  for (const int64_t capacity : {footprint + 4096, 64 * kMiB}) {
+    const Plan plan = plan_for_execution(graph, capacity);
+    ASSERT_EQ(plan.partitions.size(), 1u);
+    const auto fused = compile_fused(graph, plan);
+    const int64_t growth = fused->memory().peak_bytes(MemoryUse::Weights) - plan.partitions[0].filter_bytes;
+    const int64_t padding = plan.partitions[0].filter_bytes / 50;
+    EXPECT_LE(growth, plan.capacity_bytes - plan.partitions[0].on_chip_bytes() + padding) << fused->describe();
+  }
+}
+
 TEST(Fused, RepeatedRunsGiveIdenticalResultsAndLeaveInputsAlone) {
   const Graph graph = zoo("googlenet", 64, 64);
   const std::vector<HostTensor> inputs = testing::random_inputs(graph);
