@@ -52,12 +52,6 @@ namespace occam {
 namespace exec {
 namespace {
 
-using dnnl::algorithm;
-using dnnl::memory;
-using Tag = memory::format_tag;
-using DataType = memory::data_type;
-constexpr auto kInference = dnnl::prop_kind::forward_inference;
-
 // Where a step operand lives: a fixed address (line buffers and boundary tensors), or a float
 // offset into the current image of a caller tensor.
 struct Address {

@@ -11,6 +11,13 @@
 
 namespace occam::exec {
 
+// The names both executors spell their primitives with.
+using dnnl::algorithm;
+using dnnl::memory;
+using Tag = memory::format_tag;
+using DataType = memory::data_type;
+constexpr auto kInference = dnnl::prop_kind::forward_inference;
+
 dnnl::engine& cpu_engine();
 
 // Threads the calling thread's oneDNN primitives will use (0: every hardware thread we may run on).

@@ -27,12 +27,6 @@ namespace occam {
 namespace exec {
 namespace {
 
-using dnnl::algorithm;
-using dnnl::memory;
-using Tag = memory::format_tag;
-using DataType = memory::data_type;
-constexpr auto kInference = dnnl::prop_kind::forward_inference;
-
 struct Value {
   int64_t bytes = 0;
   int first = INT_MAX;
