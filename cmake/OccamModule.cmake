@@ -24,6 +24,8 @@ function(occam_test_folder folder)
   add_executable(${target} ${sources})
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gtest_main)
+  # One variable only: gtest_discover_tests flattens a list value, so a second one would be lost.
+  # The others come from the test presets (CMakePresets.json).
   gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
-    PROPERTIES ENVIRONMENT "OCCAM_TEST_DATA=${CMAKE_BINARY_DIR}/testdata;OMP_WAIT_POLICY=passive")
+    PROPERTIES ENVIRONMENT "OCCAM_TEST_DATA=${CMAKE_BINARY_DIR}/testdata")
 endfunction()

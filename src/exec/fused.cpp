@@ -665,7 +665,6 @@ int FusedProgram::primitive_kernel(const std::string& op, const dnnl::primitive&
   });
 }
 
-// One scratchpad per thread that runs primitives needing one, shared by that thread's primitives.
 // Runs `inner` (which writes one blocked output row) into a row buffer of its own, then reorders
 // that row into the NHWC output row. Operands: as `inner`'s.
 int FusedProgram::converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows) {
@@ -683,6 +682,7 @@ int FusedProgram::converting_kernel(const Op& op, int inner, const memory::desc&
   call->args = {{DNNL_ARG_FROM, from.get()}, {DNNL_ARG_TO, to.get()}};
   call->dst = to.get();
   call->op = op.name;
+  call->kernel = static_cast<int>(kernels_.size());
   calls_.push_back(call);
   return add_kernel([this, inner, row, call = call.get()](int64_t first, int64_t count, float* const* operands) {
     float* const into_row[2] = {operands[0], row};
@@ -693,6 +693,7 @@ int FusedProgram::converting_kernel(const Op& op, int inner, const memory::desc&
   });
 }
 
+// One scratchpad per thread that runs primitives needing one, shared by that thread's primitives.
 void FusedProgram::bind_scratchpads() {
   if (scratchpad_bytes_ == 0) return;
   std::vector<bool> needed(static_cast<size_t>(threads_), false);
@@ -708,8 +709,9 @@ void FusedProgram::bind_scratchpads() {
     }
   }
   for (const auto& call : calls_) {
+    if (call->scratchpad == nullptr) continue;
     const auto t = static_cast<size_t>(thread_of_kernel[static_cast<size_t>(call->kernel)]);
-    if (call->scratchpad != nullptr) dnnl_memory_set_data_handle(call->scratchpad, scratchpads_[t].data());
+    dnnl_memory_set_data_handle(call->scratchpad, scratchpads_[t].data());
   }
 }
 
