@@ -1444,32 +1444,13 @@ std::string FusedProgram::describe() const {
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "");
 }
 
-class FusedExecutor final : public Executor {
-public:
-  explicit FusedExecutor(std::unique_ptr<FusedProgram> program, std::string source)
-      : program_(std::move(program)), source_(std::move(source)) {}
-
-  using Executor::run;
-  void run(std::span<const HostTensor> inputs, std::span<HostTensor> outputs) override {
-    check_tensors(source_, "input", program_->input_shapes(), inputs);
-    check_tensors(source_, "output", program_->output_shapes(), {outputs.data(), outputs.size()});
-    program_->run(inputs, outputs);
-  }
-  const MemoryAccount& memory() const override { return program_->memory_account(); }
-  std::string describe() const override { return program_->describe(); }
-  std::span<const Shape> input_shapes() const override { return program_->input_shapes(); }
-  std::span<const Shape> output_shapes() const override { return program_->output_shapes(); }
-
-private:
-  std::unique_ptr<FusedProgram> program_;
-  std::string source_;
-};
-
 }  // namespace
 }  // namespace exec
 
 std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
-  return std::make_unique<exec::FusedExecutor>(std::make_unique<exec::FusedProgram>(graph, plan, options), graph.source);
+  auto program = std::make_unique<exec::FusedProgram>(graph, plan, options);
+  std::string description = program->describe();
+  return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
 }
 
 }  // namespace occam

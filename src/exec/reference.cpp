@@ -739,28 +739,6 @@ std::vector<std::string> Program::signature() const {
   return parts;
 }
 
-class ReferenceExecutor final : public Executor {
-public:
-  ReferenceExecutor(std::unique_ptr<Program> program, std::string source, std::string description)
-      : program_(std::move(program)), source_(std::move(source)), description_(std::move(description)) {}
-
-  using Executor::run;
-  void run(std::span<const HostTensor> inputs, std::span<HostTensor> outputs) override {
-    check_tensors(source_, "input", program_->input_shapes(), inputs);
-    check_tensors(source_, "output", program_->output_shapes(), {outputs.data(), outputs.size()});
-    program_->run(inputs, outputs);
-  }
-  const MemoryAccount& memory() const override { return program_->memory_account(); }
-  std::string describe() const override { return description_; }
-  std::span<const Shape> input_shapes() const override { return program_->input_shapes(); }
-  std::span<const Shape> output_shapes() const override { return program_->output_shapes(); }
-
-private:
-  std::unique_ptr<Program> program_;
-  std::string source_;
-  std::string description_;
-};
-
 double best_time_ms(Program& program, std::span<const HostTensor> inputs, std::span<HostTensor> outputs) {
   program.run(inputs, outputs);
   double best = std::numeric_limits<double>::infinity();
@@ -826,7 +804,7 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, algorithm,
       layout == ActivationLayout::Blocked ? (exec::channel_block() == 16 ? "nChw16c" : "nChw8c") : to_string(layout),
       measured ? " (measured)" : "", program->fused_adds(), program->fused_adds() == 1 ? "" : "s", program->steps());
-  return std::make_unique<exec::ReferenceExecutor>(std::move(program), graph.source, description);
+  return std::make_unique<exec::ProgramExecutor<exec::Program>>(std::move(program), graph.source, description);
 }
 
 }  // namespace occam
