@@ -198,8 +198,12 @@ struct FusedOptions {
   int threads = 0;  // 0: every hardware thread
   // Coarsening: each op runs as many output rows per step as fit in band_bytes (at least one), which
   // gives its kernel calls more work at the price of longer-lived rows (the line buffers are
-  // re-measured for the banded order). 0: one row per step, exactly Analysis::span_events and
-  // closure().buffers.
+  // re-measured for the banded order). 0: automatic, within the plan's spare capacity: one row per
+  // step, except convolutions whose filters are large beside their output rows (resnet18's layer4:
+  // 9 MiB of filters for 14 KiB rows), which run enough rows per step that re-reading their filters
+  // costs at most 8x the bytes they write. With a plan that has no capacity to spare, the steps are
+  // exactly Analysis::span_events and the line buffers exactly closure().buffers. With several
+  // threads, a step of several rows is shared: each thread computes a contiguous part of its rows.
   int64_t band_bytes = 0;
   // Threads run the ops of each partition as a software pipeline (each thread a contiguous group of
   // ops, balanced by their kernels' time measured at compile time); line buffers written by one
@@ -231,13 +235,14 @@ Plan single_partition_plan(const Graph& graph);
 // counted): for each partition, its line buffers plus the boundary tensors alive while it runs;
 // the largest over partitions.
 struct PlanMemory {
-  int64_t line_buffer_bytes = 0;  // one circular buffer per tensor: closure().buffers
+  int64_t line_buffer_bytes = 0;  // one circular buffer per tensor: closure().buffers, or as banded
   int64_t closure_bytes = 0;      // the peak of live rows: closure().bytes
   int64_t boundary_bytes = 0;     // boundary tensors alive at once
   int64_t peak_bytes = 0;         // max over partitions of line buffers + live boundaries
   int64_t closure_peak_bytes = 0; // max over partitions of closure + live boundaries
 };
-PlanMemory plan_memory(const Graph& graph, const Plan& plan);
+// Line buffers under the bands the fused executor takes with `options` (FusedOptions::band_bytes).
+PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions& options = {});
 
 struct MemoryLimitedPlan {
   Plan plan;

@@ -20,8 +20,12 @@ struct ArenaLayout {
   int64_t bytes = 0;             // arena size
 };
 
-// Greedy by size (largest first, each at the lowest offset that is free for its whole lifetime), as
-// TensorFlow Lite's arena planner does: near the lower bound for the chains and DAGs of CNNs.
+// Greedy: buffers placed one by one, each at an offset free for its whole lifetime, in a few orders
+// (largest first as TensorFlow Lite's arena planner, longest-lived first, by bytes x lifetime, by
+// birth) with first or best fit; the smallest arena wins, then a seeded local search swaps pairs in
+// its order while that does not grow the arena, until it meets the lower bound. Near the lower bound for the chains and
+// DAGs of CNNs; the orders other than size matter where partitions' line buffers sit between long-
+// lived boundary tensors.
 ArenaLayout plan_arena(std::span<const Lifetime> buffers, int64_t alignment = 64);
 
 // Largest sum of (aligned) bytes alive at one step: no arena can be smaller.

@@ -137,8 +137,6 @@ struct PrimitiveCall {
 
 int64_t row_floats(const Shape& s) { return s.w * s.c; }
 
-bool nhwc_equals_nchw(const Shape& s) { return s.c == 1 || s.h * s.w == 1; }
-
 void activate(float* x, int64_t n, const Activation& a) {
   switch (a.kind) {
     case ActKind::None: return;
@@ -198,7 +196,9 @@ private:
                        const memory::desc& src, const memory::desc& dst, std::unordered_map<int, memory> fixed);
   const float* owned_copy(const std::vector<float>& values, const std::string& what);
   memory weights(OpId id, const memory::desc& user, const float* data, const memory::desc& md, const std::string& what);
-  int window_kernel(OpId id, int64_t first, int64_t count, int64_t* src_row);
+  // `share`: steps of different threads get different kernels, since a primitive call binds its
+  // operands (and its thread's scratchpad) in shared state.
+  int window_kernel(OpId id, int64_t first, int64_t count, int32_t share, int64_t* src_row);
   struct Descs {
     memory::desc src, dst;
     memory::desc rows;  // the output rows as the line buffer holds them, where dst differs
@@ -249,7 +249,7 @@ private:
 
   std::vector<Kernel> kernels_;
   std::vector<std::shared_ptr<PrimitiveCall>> calls_;
-  std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t>, int> window_kernels_;
+  std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t, int32_t>, int> window_kernels_;
   std::map<OpId, int> host_kernels_;
   std::vector<Step> steps_;
   std::vector<OperandRef> operand_refs_;
@@ -257,6 +257,8 @@ private:
   // Compile time only: per step, its partition and schedule entry, and what it reads and writes.
   std::vector<std::pair<int, FusedStep>> sources_;
   std::vector<std::vector<Access>> accesses_;
+  // Per step: which thread runs it when its band is shared by the threads, else -1.
+  std::vector<int32_t> shares_;
 
   // Threads: each runs its lane (steps in schedule order) after the waits of each step.
   int threads_ = 1;
@@ -355,10 +357,7 @@ int32_t FusedProgram::caller_slot(TensorId t) const {
 // else streamed through line buffers by Load/Store steps; everything else is a line buffer.
 void FusedProgram::assign_roles(const Plan& plan) {
   const size_t tensors = graph_.tensors.size();
-  partition_of_.assign(graph_.ops.size(), 0);
-  for (size_t p = 0; p < plan.partitions.size(); ++p) {
-    for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) partition_of_[static_cast<size_t>(o)] = static_cast<int>(p);
-  }
+  partition_of_ = partition_of_ops(plan, graph_.ops.size());
   boundary_producer_.assign(tensors, -1);
   boundary_last_.assign(tensors, -1);
   for (TensorId t = 0; t < static_cast<TensorId>(tensors); ++t) {
@@ -372,42 +371,13 @@ void FusedProgram::assign_roles(const Plan& plan) {
       boundary_last_[static_cast<size_t>(t)] = last;
     }
   }
-  // Events per step: as many rows as fit in band_bytes.
-  band_rows_.assign(graph_.ops.size(), 1);
-  for (OpId o = 0; o < static_cast<OpId>(graph_.ops.size()); ++o) {
-    const Op& op = graph_.op(o);
-    const bool accumulates = rows::mode_of(graph_, op) == rows::Mode::Accumulate;
-    const int64_t bytes = analysis_.tensor_bytes(accumulates ? op.inputs[0] : op.output) /
-                          (accumulates ? graph_.input_of(op).shape.h : graph_.output_of(op).shape.h);
-    const int64_t events = rows::event_count(graph_, op);
-    if (options_.band_bytes > 0) {
-      band_rows_[static_cast<size_t>(o)] = static_cast<int>(std::clamp<int64_t>(options_.band_bytes / std::max<int64_t>(bytes, 1), 1, events));
-    }
-    max_band_rows_ = std::max<int64_t>(max_band_rows_, band_rows_[static_cast<size_t>(o)]);
-  }
+  band_rows_ = step_bands(analysis_, plan, options_.band_bytes);
+  max_band_rows_ = *std::max_element(band_rows_.begin(), band_rows_.end());
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     PartitionState state;
     state.first = plan.partitions[p].first_op;
     state.last = plan.partitions[p].last_op;
-    state.roles.assign(tensors, TensorRole::None);
-    const auto decide = [&](TensorId t) {
-      const Tensor& tensor = graph_.tensor(t);
-      const bool caller = caller_slot(t) >= 0;
-      const bool here = tensor.producer >= 0 && partition_of_[static_cast<size_t>(tensor.producer)] == static_cast<int>(p);
-      if (caller) {
-        if (nhwc_equals_nchw(tensor.shape)) return TensorRole::Whole;
-        // A graph output produced here is stored; any other caller tensor (a graph input, or an
-        // output an earlier partition stored) is loaded.
-        return here && graph_.is_output(t) ? TensorRole::Stored : TensorRole::Loaded;
-      }
-      if (boundary_producer_[static_cast<size_t>(t)] >= 0) return TensorRole::Whole;
-      return TensorRole::Ring;
-    };
-    for (OpId o = state.first; o <= state.last; ++o) {
-      const Op& op = graph_.op(o);
-      for (TensorId t : op.inputs) state.roles[static_cast<size_t>(t)] = decide(t);
-      state.roles[static_cast<size_t>(op.output)] = decide(op.output);
-    }
+    state.roles = partition_roles(graph_, plan, partition_of_, p);
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
     state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles);
     state.headroom = plan.partitions[p].fallback == Fallback::None
@@ -746,7 +716,7 @@ FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, in
 // needs, clipped to the tensor, with the clipped part as padding, so that the top edge, the middle
 // and the bottom edge are three band shapes (plus a shorter last band). Writes the first input row
 // to *src_row.
-int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int64_t* src_row) {
+int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t share, int64_t* src_row) {
   const Op& op = graph_.op(id);
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
@@ -757,7 +727,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int64_t* 
   if (b < a) fail_op(op, fmt::format("output rows {}..{} see no input row", first, first + count - 1));
   *src_row = a;
   const int64_t pad_t = a - top, pad_b = bottom - b, in_rows = b - a + 1;
-  const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b);
+  const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b, share);
   if (const auto found = window_kernels_.find(key); found != window_kernels_.end()) return found->second;
 
   const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
@@ -1076,7 +1046,24 @@ void FusedProgram::compile_steps() {
 
   for (size_t p = 0; p < partitions_.size(); ++p) {
     const auto part = static_cast<int32_t>(p);
-    for (const FusedStep& fs : partitions_[p].schedule.steps) {
+    std::vector<std::pair<FusedStep, int32_t>> pieces;  // (step, thread share; -1: not split)
+    for (const FusedStep& whole : partitions_[p].schedule.steps) {
+      const bool splits = whole.kind == StepKind::Compute && threads_ > 1 && whole.count > 1 &&
+                          rows::mode_of(graph_, graph_.op(whole.op)) == rows::Mode::Window;
+      if (!splits) {
+        pieces.emplace_back(whole, -1);
+        continue;
+      }
+      // A band of several rows is shared by the threads, a contiguous run of rows each.
+      const int32_t shares = std::min<int32_t>(threads_, whole.count);
+      for (int32_t k = 0; k < shares; ++k) {
+        FusedStep piece = whole;
+        piece.first = whole.first + whole.count * k / shares;
+        piece.count = whole.first + whole.count * (k + 1) / shares - piece.first;
+        pieces.emplace_back(piece, k);
+      }
+    }
+    for (const auto& [fs, share] : pieces) {
       Step step;
       step.first = fs.first;
       step.count = fs.count;
@@ -1106,7 +1093,7 @@ void FusedProgram::compile_steps() {
         }
         if (windowed && !host_average) {
           int64_t src_row = 0;
-          step.kernel = window_kernel(fs.op, fs.first, fs.count, &src_row);
+          step.kernel = window_kernel(fs.op, fs.first, fs.count, share, &src_row);
           operand_refs_.push_back({part, op.inputs[0], src_row});
         } else {
           step.kernel = host_kernel(fs.op);
@@ -1127,6 +1114,7 @@ void FusedProgram::compile_steps() {
       steps_.push_back(step);
       sources_.emplace_back(static_cast<int>(p), fs);
       accesses_.push_back(std::move(access));
+      shares_.push_back(share);
     }
   }
   slots_.resize(slot_image_floats_.size());
@@ -1169,10 +1157,26 @@ void FusedProgram::calibrate_and_split() {
     }
     cost[o] = best * static_cast<double>(rows::event_count(graph_, graph_.op(static_cast<OpId>(o)))) / step.count;
   }
-  for (PartitionState& state : partitions_) split(state, cost);
+  // Ops whose bands the threads share are balanced already; the others are cut into groups.
+  std::vector<bool> shared(graph_.ops.size(), false);
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (shares_[i] >= 0) shared[static_cast<size_t>(sources_[i].second.op)] = true;
+  }
+  std::vector<double> grouped = cost;
+  for (size_t o = 0; o < graph_.ops.size(); ++o) {
+    if (shared[o]) grouped[o] = 0;
+  }
+  for (PartitionState& state : partitions_) split(state, grouped);
   std::vector<double> share(static_cast<size_t>(threads_), 0.0);
   for (const PartitionState& state : partitions_) {
-    for (OpId o = state.first; o <= state.last; ++o) share[static_cast<size_t>(state.thread_of[static_cast<size_t>(o - state.first)])] += cost[static_cast<size_t>(o)];
+    for (OpId o = state.first; o <= state.last; ++o) {
+      const auto i = static_cast<size_t>(o);
+      if (shared[i]) {
+        for (double& s : share) s += cost[i] / threads_;
+      } else {
+        share[static_cast<size_t>(state.thread_of[static_cast<size_t>(o - state.first)])] += cost[i];
+      }
+    }
   }
   const double total = std::accumulate(share.begin(), share.end(), 0.0);
   for (double c : share) split_summary_ += fmt::format("{}{:.0f}%", split_summary_.empty() ? "" : "/", 100 * c / std::max(total, 1e-30));
@@ -1182,7 +1186,7 @@ void FusedProgram::calibrate_and_split() {
     const auto& [p, fs] = sources_[i];
     const PartitionState& state = partitions_[static_cast<size_t>(p)];
     if (fs.kind == StepKind::Compute) {
-      steps_[i].thread = state.thread_of[static_cast<size_t>(fs.op - state.first)];
+      steps_[i].thread = shares_[i] >= 0 ? shares_[i] : state.thread_of[static_cast<size_t>(fs.op - state.first)];
     } else if (fs.kind == StepKind::Store) {
       steps_[i].thread = steps_[i - 1].thread;
     }
@@ -1241,13 +1245,15 @@ void FusedProgram::split(PartitionState& state, const std::vector<double>& cost)
   }
 }
 
-// Line buffers written by one thread and read by another get kPipelineRows more rows.
+// Line buffers written by one thread and read by another get kPipelineRows more rows. Bands the
+// threads share are not counted: their threads work on the same rows at the same time, and the
+// partition's reserve is sized for the cuts between groups only.
 void FusedProgram::add_pipeline_rows() {
   for (size_t p = 0; p < partitions_.size(); ++p) {
     PartitionState& state = partitions_[p];
     std::vector<uint32_t> threads(graph_.tensors.size(), 0);  // bit per thread touching the tensor
     for (size_t i = 0; i < steps_.size(); ++i) {
-      if (sources_[i].first != static_cast<int>(p)) continue;
+      if (sources_[i].first != static_cast<int>(p) || shares_[i] >= 0) continue;
       for (const Access& a : accesses_[i]) threads[static_cast<size_t>(a.tensor)] |= 1u << (steps_[i].thread % 32);
     }
     for (LineBuffer& b : state.schedule.rings) {
@@ -1338,6 +1344,7 @@ void FusedProgram::compute_waits() {
   }
   sources_.clear();
   accesses_.clear();
+  shares_.clear();
   progress_ = std::make_unique<Progress[]>(T);
 }
 

@@ -1,5 +1,6 @@
 // Plans for execution on this CPU, what they say a fused execution holds, and the search for a plan
 // whose measured fused peak fits a memory limit.
+#include "exec/fused_schedule.hpp"
 #include "occam/error.hpp"
 #include "occam/exec.hpp"
 #include "occam/units.hpp"
@@ -23,15 +24,11 @@ Plan single_partition_plan(const Graph& graph) {
   return plan_from_starts(analysis, {capacity, 1, execution_analysis_options()}, {0}, "single-partition");
 }
 
-PlanMemory plan_memory(const Graph& graph, const Plan& plan) {
+PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions& options) {
   check_plan_matches(plan, graph);
   const Analysis analysis(graph, execution_analysis_options());
-  std::vector<int> partition_of(graph.ops.size(), 0);
-  for (size_t p = 0; p < plan.partitions.size(); ++p) {
-    for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) {
-      partition_of[static_cast<size_t>(o)] = static_cast<int>(p);
-    }
-  }
+  const std::vector<int> partition_of = exec::partition_of_ops(plan, graph.ops.size());
+  const std::vector<int> bands = exec::step_bands(analysis, plan, options.band_bytes);
   // Boundary tensors held in memory: produced in one partition, read in a later one, and not the
   // caller's (graph inputs and outputs are not counted on either side).
   struct Crossing {
@@ -49,15 +46,20 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan) {
   }
   PlanMemory memory;
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
-    const SpanClosure closure = analysis.closure(plan.partitions[p].first_op, plan.partitions[p].last_op);
+    const OpId first = plan.partitions[p].first_op, last = plan.partitions[p].last_op;
+    const SpanClosure closure = analysis.closure(first, last);
+    const std::span<const int> span(bands.data() + first, static_cast<size_t>(last - first + 1));
+    const int64_t buffers = std::all_of(span.begin(), span.end(), [](int b) { return b == 1; })
+                                ? closure.buffer_bytes()
+                                : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, partition_of, p)).ring_bytes();
     int64_t live = 0;
     for (const Crossing& c : crossings) {
       if (c.first <= static_cast<int>(p) && static_cast<int>(p) <= c.last) live += c.bytes;
     }
-    memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, closure.buffer_bytes());
+    memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, buffers);
     memory.closure_bytes = std::max(memory.closure_bytes, closure.bytes);
     memory.boundary_bytes = std::max(memory.boundary_bytes, live);
-    memory.peak_bytes = std::max(memory.peak_bytes, closure.buffer_bytes() + live);
+    memory.peak_bytes = std::max(memory.peak_bytes, buffers + live);
     memory.closure_peak_bytes = std::max(memory.closure_peak_bytes, closure.bytes + live);
   }
   return memory;

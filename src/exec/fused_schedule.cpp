@@ -177,4 +177,115 @@ SpanSchedule schedule_span(const Analysis& analysis, OpId first, OpId last, std:
   return Scheduler(analysis, first, last, band_rows, roles).run();
 }
 
+std::vector<int> partition_of_ops(const Plan& plan, size_t op_count) {
+  std::vector<int> partition_of(op_count, 0);
+  for (size_t p = 0; p < plan.partitions.size(); ++p) {
+    for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) {
+      partition_of[static_cast<size_t>(o)] = static_cast<int>(p);
+    }
+  }
+  return partition_of;
+}
+
+std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const int> partition_of, size_t p) {
+  std::vector<TensorRole> roles(graph.tensors.size(), TensorRole::None);
+  const auto decide = [&](TensorId t) {
+    const Tensor& tensor = graph.tensor(t);
+    const bool caller = graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
+    const bool here = tensor.producer >= 0 && partition_of[static_cast<size_t>(tensor.producer)] == static_cast<int>(p);
+    if (caller) {
+      if (nhwc_equals_nchw(tensor.shape)) return TensorRole::Whole;
+      return here && graph.is_output(t) ? TensorRole::Stored : TensorRole::Loaded;
+    }
+    if (tensor.producer >= 0) {
+      for (OpId c : tensor.consumers) {
+        if (partition_of[static_cast<size_t>(c)] != partition_of[static_cast<size_t>(tensor.producer)]) return TensorRole::Whole;
+      }
+    }
+    return TensorRole::Ring;
+  };
+  for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) {
+    const Op& op = graph.op(o);
+    for (TensorId t : op.inputs) roles[static_cast<size_t>(t)] = decide(t);
+    roles[static_cast<size_t>(op.output)] = decide(op.output);
+  }
+  return roles;
+}
+
+namespace {
+
+// Bytes of one event of an op: an output row, or an absorbed input row.
+int64_t event_bytes(const Analysis& analysis, const Op& op) {
+  const Graph& graph = analysis.graph();
+  const bool accumulates = rows::mode_of(graph, op) == rows::Mode::Accumulate;
+  const TensorId t = accumulates ? op.inputs[0] : op.output;
+  return std::max<int64_t>(1, analysis.tensor_bytes(t) / graph.tensor(t).shape.h);
+}
+
+bool row_wise(const Graph& graph, const Op& op) {
+  const bool windowed = op.kind == OpKind::Conv || op.kind == OpKind::MaxPool || op.kind == OpKind::AvgPool;
+  return !windowed && rows::mode_of(graph, op) == rows::Mode::Window;
+}
+
+}  // namespace
+
+std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes) {
+  const Graph& graph = analysis.graph();
+  std::vector<int> bands(graph.ops.size(), 1);
+  const auto events = [&](OpId o) { return rows::event_count(graph, graph.op(o)); };
+  if (band_bytes > 0) {
+    for (OpId o = 0; o < static_cast<OpId>(graph.ops.size()); ++o) {
+      bands[static_cast<size_t>(o)] =
+          static_cast<int>(std::clamp<int64_t>(band_bytes / event_bytes(analysis, graph.op(o)), 1, events(o)));
+    }
+    return bands;
+  }
+  const std::vector<int> partition_of = partition_of_ops(plan, graph.ops.size());
+  for (size_t p = 0; p < plan.partitions.size(); ++p) {
+    const Partition& part = plan.partitions[p];
+    const int64_t headroom = part.fallback == Fallback::None ? plan.capacity_bytes - part.on_chip_bytes() : 0;
+    if (headroom <= 0) continue;
+    struct Candidate {
+      OpId op;
+      int rows;
+      double ratio;  // filter bytes per output row byte
+    };
+    std::vector<Candidate> candidates;
+    for (OpId o = part.first_op; o <= part.last_op; ++o) {
+      const Op& op = graph.op(o);
+      if (op.kind != OpKind::Conv || rows::mode_of(graph, op) != rows::Mode::Window) continue;
+      const int64_t row = event_bytes(analysis, op), filters = analysis.op(o).filter_bytes;
+      const int64_t rows = std::clamp<int64_t>((filters + kFilterBytesPerOutputByte * row - 1) / (kFilterBytesPerOutputByte * row), 1, events(o));
+      if (rows > 1) candidates.push_back({o, static_cast<int>(rows), static_cast<double>(filters) / static_cast<double>(row)});
+    }
+    if (candidates.empty()) continue;
+    std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
+    const std::vector<TensorRole> roles = partition_roles(graph, plan, partition_of, p);
+    const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
+    const auto ring_bytes = [&] { return schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes(); };
+    const int64_t base = ring_bytes();
+    std::vector<int> conv_bands(span.size(), 1);
+    const auto settle = [&] {
+      for (OpId o = part.first_op; o <= part.last_op; ++o) {
+        const Op& op = graph.op(o);
+        int band = conv_bands[static_cast<size_t>(o - part.first_op)];
+        if (row_wise(graph, op)) {
+          for (TensorId t : op.inputs) {
+            const OpId producer = graph.tensor(t).producer;
+            if (producer >= part.first_op && producer < o) band = std::max(band, span[static_cast<size_t>(producer - part.first_op)]);
+          }
+        }
+        span[static_cast<size_t>(o - part.first_op)] = static_cast<int>(std::min<int64_t>(band, events(o)));
+      }
+    };
+    for (const Candidate& c : candidates) {
+      conv_bands[static_cast<size_t>(c.op - part.first_op)] = c.rows;
+      settle();
+      if (ring_bytes() - base > headroom) conv_bands[static_cast<size_t>(c.op - part.first_op)] = 1;
+    }
+    settle();  // the last candidate may have been taken back
+  }
+  return bands;
+}
+
 }  // namespace occam::exec

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "occam/analysis.hpp"
+#include "occam/plan.hpp"
 
 #include <cstdint>
 #include <span>
@@ -47,5 +48,32 @@ struct SpanSchedule {
 // `roles` is indexed by tensor; `band_rows` by op - first (each >= 1).
 SpanSchedule schedule_span(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
                            std::span<const TensorRole> roles);
+
+// Rows of a tensor are NHWC in line buffers; where that is also NCHW order (one channel, or one
+// pixel), the caller's tensors are read and written in place.
+inline bool nhwc_equals_nchw(const Shape& s) { return s.c == 1 || s.h * s.w == 1; }
+
+// Which partition of `plan` runs each op (indexed by op).
+std::vector<int> partition_of_ops(const Plan& plan, size_t op_count);
+
+// How partition `p` holds each tensor (indexed by tensor): caller tensors (graph inputs and
+// outputs) in place where their layout allows, else loaded into (inputs, and outputs an earlier
+// partition stored) or stored from (outputs produced here) line buffers; tensors crossing
+// partitions whole; every other tensor the partition touches as a ring.
+std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const int> partition_of, size_t p);
+
+// A convolution whose filters are large beside its output rows re-reads them from memory at every
+// step; with b output rows per step it reads them 1/b as often. The automatic bands give each
+// convolution enough rows that its filter bytes are at most this many times the output bytes of a
+// step, and row-wise ops (elementwise, Add, Concat) the widest band of their producers so that they
+// do not split their producers' bands again.
+constexpr int64_t kFilterBytesPerOutputByte = 8;
+
+// Events per step of every op (indexed by op). band_bytes > 0: as many rows as fit in band_bytes.
+// band_bytes == 0: the automatic bands above, where they fit the plan: a partition takes them
+// greedily, the largest filter-to-row ratio first, as long as its line buffers (re-measured with
+// schedule_span) grow by no more than the plan's capacity left beside its closure and filters. A
+// plan without spare capacity (or a partition with a fallback) runs one row per step.
+std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes);
 
 }  // namespace occam::exec

@@ -149,6 +149,53 @@ TEST(FusedSchedule, BandsRunSeveralRowsPerStepAndNeedLongerLineBuffers) {
   for (OpId o = 0; o <= last; ++o) EXPECT_EQ(next[o], rows::event_count(graph, graph.op(o))) << graph.op(o).name;
 }
 
+// Automatic bands: where filters are large beside output rows, and only as far as the plan's spare
+// capacity allows; none where the plan has none to spare.
+TEST(FusedSchedule, AutomaticBandsAmortiseLargeFiltersWithinThePlansSpareCapacity) {
+  ModelOptions options;
+  options.resolution = Resolution{224, 224};
+  for (const char* model : {"resnet18", "mobilenet_v2"}) {
+    const Graph graph = zoo_model(model, options);
+    const Analysis analysis(graph, execution_analysis_options());
+    const std::vector<int> none = exec::step_bands(analysis, single_partition_plan(graph), 0);
+    EXPECT_TRUE(std::all_of(none.begin(), none.end(), [](int b) { return b == 1; })) << model;
+    for (const int64_t capacity : {int64_t{2} << 20, int64_t{32} << 20}) {
+      const Plan plan = plan_for_execution(graph, capacity);
+      const std::vector<int> bands = exec::step_bands(analysis, plan, 0);
+      const std::vector<int> partition_of = exec::partition_of_ops(plan, graph.ops.size());
+      int banded = 0;
+      for (size_t p = 0; p < plan.partitions.size(); ++p) {
+        const Partition& part = plan.partitions[p];
+        const auto roles = exec::partition_roles(graph, plan, partition_of, p);
+        const std::vector<int> one(static_cast<size_t>(part.last_op - part.first_op + 1), 1);
+        const std::span<const int> span(bands.data() + part.first_op, one.size());
+        const int64_t growth = exec::schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes() -
+                               exec::schedule_span(analysis, part.first_op, part.last_op, one, roles).ring_bytes();
+        EXPECT_LE(growth, std::max<int64_t>(0, plan.capacity_bytes - part.on_chip_bytes())) << model << " partition " << p;
+        for (OpId o = part.first_op; o <= part.last_op; ++o) {
+          const int band = bands[static_cast<size_t>(o)];
+          EXPECT_GE(band, 1);
+          EXPECT_LE(band, rows::event_count(graph, graph.op(o)));
+          banded += band > 1 ? 1 : 0;
+        }
+      }
+      if (capacity == (int64_t{32} << 20)) {
+        EXPECT_GT(banded, 0) << model;
+      }
+    }
+  }
+  // resnet18's last 3x3 convolution (9 MiB of filters, 14 KiB output rows) runs its 7 rows at once
+  // when the plan leaves room for it.
+  const Graph graph = zoo_model("resnet18", options);
+  const Analysis analysis(graph, execution_analysis_options());
+  const std::vector<int> bands = exec::step_bands(analysis, plan_for_execution(graph, int64_t{32} << 20), 0);
+  OpId last_conv = -1;
+  for (OpId o = 0; o < analysis.op_count(); ++o) {
+    if (graph.op(o).kind == OpKind::Conv && graph.op(o).window.kernel_h == 3) last_conv = o;
+  }
+  EXPECT_EQ(bands[static_cast<size_t>(last_conv)], 7);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Numerics on small graphs
 
@@ -249,6 +296,22 @@ TEST_P(FusedZoo, MatchesTheReferenceWithThePlannedMemory) {
 }
 
 constexpr int64_t kMiB = 1 << 20;
+
+// Steps of several rows shared by two threads (each a contiguous part of the rows, with its own
+// primitive): same numbers as the reference, same memory as the plan says.
+TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
+  const Graph graph = zoo("resnet18", 224, 224);
+  const Plan plan = plan_for_execution(graph, 32 * kMiB);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected =
+      compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+  FusedOptions options;
+  options.threads = 2;
+  const auto fused = compile_fused(graph, plan, options);
+  EXPECT_EQ(fused->describe().find("one row per step"), std::string::npos) << fused->describe();
+  for (int run = 0; run < 3; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << "run " << run;
+  expect_memory_as_planned(graph, plan, *fused, options);
+}
 
 INSTANTIATE_TEST_SUITE_P(
     Zoo, FusedZoo,

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 
@@ -84,8 +85,42 @@ TEST(Arena, RandomLifetimesNeverOverlapAndStayNearTheBound) {
     }
     const int64_t bound = exec::arena_lower_bound(buffers);
     EXPECT_GE(layout.bytes, bound);
-    EXPECT_LE(layout.bytes, bound * 3 / 2) << "round " << round;
+    // The largest-first order alone reached 1.23x the bound on these; with the other orders and the
+    // local search, at most 1.05x.
+    EXPECT_LE(layout.bytes, bound * 11 / 10) << "round " << round;
   }
+}
+
+// The fused executor's arena: each partition's block of line buffers alive for one partition,
+// boundary tensors from their producer's partition to their last reader's. The largest-first order
+// alone left 19% of such arenas unused (resnet50's 25 partitions at 4 MiB: 4.45 MiB for a bound of
+// 3.92 MiB).
+TEST(Arena, PartitionBlocksBetweenBoundariesStayWithinFivePercentOfTheBound) {
+  std::mt19937 rng(7);
+  constexpr int64_t kPage = 4096;
+  for (int round = 0; round < 50; ++round) {
+    std::vector<exec::Lifetime> buffers;
+    constexpr int kPartitions = 25;
+    for (int p = 0; p < kPartitions; ++p) buffers.push_back({static_cast<int64_t>(kPage * (1 + rng() % 200)), p, p});
+    for (int p = 0; p < kPartitions; ++p) {
+      for (int k = 0, n = 1 + static_cast<int>(rng() % 2); k < n; ++k) {
+        const int last = std::min(kPartitions - 1, p + 1 + static_cast<int>(rng() % 4));
+        buffers.push_back({static_cast<int64_t>(kPage * (1 + rng() % 300)), p, last});
+      }
+    }
+    const int64_t bound = exec::arena_lower_bound(buffers, kPage);
+    EXPECT_LE(exec::plan_arena(buffers, kPage).bytes, bound * 21 / 20) << "round " << round;
+  }
+}
+
+TEST(Arena, SameBuffersSameLayout) {
+  std::mt19937 rng(11);
+  std::vector<exec::Lifetime> buffers;
+  for (int i = 0; i < 60; ++i) {
+    const int first = static_cast<int>(rng() % 30);
+    buffers.push_back({static_cast<int64_t>(1 + rng() % 5000), first, first + static_cast<int>(rng() % 6)});
+  }
+  EXPECT_EQ(exec::plan_arena(buffers).offsets, exec::plan_arena(buffers).offsets);
 }
 
 }  // namespace
