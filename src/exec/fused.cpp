@@ -107,6 +107,10 @@ constexpr int64_t kPipelineRows = 2;
 // machine may take a time slice, better spent by whoever else wants the core.
 constexpr int kSpinsBeforeYield = 256;
 
+// A cut between two threads leaving them further apart than this share of the partition's work is
+// evened out by sharing the rows of the op across the middle.
+constexpr double kStraddleImbalance = 0.01;
+
 // The CPU stream of the calling thread: oneDNN streams are not to be shared by threads that execute
 // at the same time, and on the CPU engine execution is synchronous, so a thread's stream is only
 // the handle its primitive calls go through.
@@ -232,6 +236,10 @@ private:
     SpanSchedule schedule;
     std::vector<Place> places;
     std::vector<int> thread_of;  // per op - first
+    // Two threads: the op (index from first, -1: none) whose rows both threads take, interleaved,
+    // thread 0 this share of them, so that a cut between ops of unequal cost still balances.
+    int straddle = -1;
+    double straddle_share = 0;
     int64_t reserve = 0;         // bytes of the arena block kept for pipeline rows
     int64_t block = 0;           // bytes of the arena block: line buffers without pipeline rows + reserve
     int64_t headroom = 0;        // the plan's capacity left beside the partition's closure and filters
@@ -259,6 +267,7 @@ private:
   std::vector<std::vector<Access>> accesses_;
   // Per step: which thread runs it when its band is shared by the threads, else -1.
   std::vector<int32_t> shares_;
+  std::vector<bool> window_steps_;  // per step: its kernel is a oneDNN primitive (one per thread)
 
   // Threads: each runs its lane (steps in schedule order) after the waits of each step.
   int threads_ = 1;
@@ -1065,6 +1074,7 @@ void FusedProgram::compile_steps() {
     }
     for (const auto& [fs, share] : pieces) {
       Step step;
+      bool windowed_kernel = false;
       step.first = fs.first;
       step.count = fs.count;
       step.operand_begin = static_cast<uint32_t>(operand_refs_.size());
@@ -1091,7 +1101,8 @@ void FusedProgram::compile_steps() {
           host_average = effective_pad_end(in.h, w.pad_top, w.pad_bottom, w.extent_h(), w.stride_h, out.h) > w.pad_bottom ||
                          effective_pad_end(in.w, w.pad_left, w.pad_right, w.extent_w(), w.stride_w, out.w) > w.pad_right;
         }
-        if (windowed && !host_average) {
+        windowed_kernel = windowed && !host_average;
+        if (windowed_kernel) {
           int64_t src_row = 0;
           step.kernel = window_kernel(fs.op, fs.first, fs.count, share, &src_row);
           operand_refs_.push_back({part, op.inputs[0], src_row});
@@ -1115,6 +1126,7 @@ void FusedProgram::compile_steps() {
       sources_.emplace_back(static_cast<int>(p), fs);
       accesses_.push_back(std::move(access));
       shares_.push_back(share);
+      window_steps_.push_back(windowed_kernel);
     }
   }
   slots_.resize(slot_image_floats_.size());
@@ -1174,7 +1186,13 @@ void FusedProgram::calibrate_and_split() {
       if (shared[i]) {
         for (double& s : share) s += cost[i] / threads_;
       } else {
-        share[static_cast<size_t>(state.thread_of[static_cast<size_t>(o - state.first)])] += cost[i];
+        const int k = o - state.first;
+        if (k == state.straddle) {
+          share[0] += cost[i] * state.straddle_share;
+          share[1] += cost[i] * (1 - state.straddle_share);
+        } else {
+          share[static_cast<size_t>(state.thread_of[static_cast<size_t>(k)])] += cost[i];
+        }
       }
     }
   }
@@ -1182,10 +1200,22 @@ void FusedProgram::calibrate_and_split() {
   for (double c : share) split_summary_ += fmt::format("{}{:.0f}%", split_summary_.empty() ? "" : "/", 100 * c / std::max(total, 1e-30));
   // Loads run on the thread of the step that needs them (the next compute step), stores on the
   // thread of the step that produced the rows (the previous one).
+  int64_t straddled = 0;  // steps of the current partition's straddling op so far
   for (size_t i = 0; i < steps_.size(); ++i) {
     const auto& [p, fs] = sources_[i];
     const PartitionState& state = partitions_[static_cast<size_t>(p)];
-    if (fs.kind == StepKind::Compute) {
+    if (i > 0 && sources_[i - 1].first != p) straddled = 0;
+    if (fs.kind == StepKind::Compute && fs.op - state.first == state.straddle) {
+      // Interleaved: of every run of steps, thread 0 takes its share.
+      const int64_t k = straddled++;
+      const bool first_thread = std::floor(static_cast<double>(k + 1) * state.straddle_share) >
+                                std::floor(static_cast<double>(k) * state.straddle_share);
+      steps_[i].thread = first_thread ? 0 : 1;
+      if (!first_thread && window_steps_[i]) {
+        int64_t src_row = 0;
+        steps_[i].kernel = window_kernel(fs.op, fs.first, fs.count, 1, &src_row);
+      }
+    } else if (fs.kind == StepKind::Compute) {
       steps_[i].thread = shares_[i] >= 0 ? shares_[i] : state.thread_of[static_cast<size_t>(fs.op - state.first)];
     } else if (fs.kind == StepKind::Store) {
       steps_[i].thread = steps_[i - 1].thread;
@@ -1243,6 +1273,26 @@ void FusedProgram::split(PartitionState& state, const std::vector<double>& cost)
     for (size_t i = best + 1; i < ops; ++i) state.thread_of[i] = j;
     from = best + 1;
   }
+  // Two threads: where the best cut leaves them unequal (dncnn's 17 equal convolutions: 47%/53%),
+  // the op across the middle gives each thread its share of rows, if the rows then crossing on both
+  // of its sides fit the reserve.
+  state.straddle = -1;
+  const double half = prefix[ops] / 2;
+  if (threads_ != 2 || ops < 2 || prefix[ops] <= 0) return;
+  const auto cut_at = static_cast<size_t>(std::find(state.thread_of.begin(), state.thread_of.end(), 1) - state.thread_of.begin());
+  const double imbalance = std::abs(prefix[cut_at] - half);
+  size_t m = 0;
+  while (m + 1 < ops && prefix[m + 1] <= half) ++m;
+  const double share = (half - prefix[m]) / std::max(cost[static_cast<size_t>(state.first) + m], 1e-30);
+  const int64_t crossing = (m > 0 ? bytes[m - 1] : 0) + (m + 1 < ops ? bytes[m] : 0);
+  // Reductions accumulate every step into one output row: their steps must stay on one thread.
+  const bool accumulates = rows::mode_of(graph_, graph_.op(state.first + static_cast<OpId>(m))) == rows::Mode::Accumulate;
+  if (imbalance < kStraddleImbalance * prefix[ops] || share <= 0.05 || share >= 0.95 || crossing > state.reserve || accumulates) {
+    return;
+  }
+  state.straddle = static_cast<int>(m);
+  state.straddle_share = share;
+  for (size_t i = 0; i < ops; ++i) state.thread_of[i] = i <= m ? 0 : 1;
 }
 
 // Line buffers written by one thread and read by another get kPipelineRows more rows. Bands the
@@ -1256,9 +1306,20 @@ void FusedProgram::add_pipeline_rows() {
       if (sources_[i].first != static_cast<int>(p) || shares_[i] >= 0) continue;
       for (const Access& a : accesses_[i]) threads[static_cast<size_t>(a.tensor)] |= 1u << (steps_[i].thread % 32);
     }
+    // The split chose cuts whose rows fit the reserve, but Loads and Stores follow the threads of
+    // their neighbours: rows beyond the block are not added (the waits keep the threads correct).
+    const int64_t page = page_bytes();
+    const auto round = [&](int64_t bytes) { return (bytes + page - 1) / page * page; };
+    int64_t left = state.block;
+    for (const LineBuffer& b : state.schedule.rings) left -= round(b.rows * b.row_bytes);
     for (LineBuffer& b : state.schedule.rings) {
       const uint32_t mask = threads[static_cast<size_t>(b.tensor)];
-      if ((mask & (mask - 1)) != 0) b.rows = std::min(b.rows + kPipelineRows, graph_.tensor(b.tensor).shape.h);
+      if ((mask & (mask - 1)) == 0) continue;
+      const int64_t rows = std::min(b.rows + kPipelineRows, graph_.tensor(b.tensor).shape.h);
+      const int64_t extra = round(rows * b.row_bytes) - round(b.rows * b.row_bytes);
+      if (extra > left) continue;
+      left -= extra;
+      b.rows = rows;
     }
   }
 }
@@ -1345,6 +1406,7 @@ void FusedProgram::compute_waits() {
   sources_.clear();
   accesses_.clear();
   shares_.clear();
+  window_steps_.clear();
   progress_ = std::make_unique<Progress[]>(T);
 }
 

@@ -255,7 +255,8 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
       const Op& op = graph.op(o);
       if (op.kind != OpKind::Conv || rows::mode_of(graph, op) != rows::Mode::Window) continue;
       const int64_t row = event_bytes(analysis, op), filters = analysis.op(o).filter_bytes;
-      const int64_t rows = std::clamp<int64_t>((filters + kFilterBytesPerOutputByte * row - 1) / (kFilterBytesPerOutputByte * row), 1, events(o));
+      const int64_t per_step = kFilterBytesPerOutputByte * row;
+      const int64_t rows = std::clamp<int64_t>((filters + per_step - 1) / per_step, 1, events(o));
       if (rows > 1) candidates.push_back({o, static_cast<int>(rows), static_cast<double>(filters) / static_cast<double>(row)});
     }
     if (candidates.empty()) continue;
