@@ -198,8 +198,8 @@ struct FusedOptions {
   int threads = 0;  // 0: every hardware thread
   // Coarsening: each op runs as many output rows per step as fit in band_bytes (at least one), which
   // gives its kernel calls more work at the price of longer-lived rows (the line buffers are
-  // re-measured for the banded order). 0: automatic, within the plan's spare capacity: one row per
-  // step, except convolutions whose filters are large beside their output rows (resnet18's layer4:
+  // re-measured for the banded order). 0: automatic, while the banded line buffers and the filters
+  // fit the plan's capacity: one row per step, except convolutions whose filters are large beside their output rows (resnet18's layer4:
   // 9 MiB of filters for 14 KiB rows), which run enough rows per step that re-reading their filters
   // costs at most 8x the bytes they write. With a plan that has no capacity to spare, the steps are
   // exactly Analysis::span_events and the line buffers exactly closure().buffers. With several

@@ -243,8 +243,10 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
   const std::vector<int> partition_of = partition_of_ops(plan, graph.ops.size());
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     const Partition& part = plan.partitions[p];
-    const int64_t headroom = part.fallback == Fallback::None ? plan.capacity_bytes - part.on_chip_bytes() : 0;
-    if (headroom <= 0) continue;
+    // What the executor allocates (a line buffer per tensor, more than the closure's peak of live
+    // rows) and the filters must still fit the plan's capacity once banded.
+    const int64_t room = part.fallback == Fallback::None ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes : 0;
+    if (room <= 0) continue;
     struct Candidate {
       OpId op;
       int rows;
@@ -264,7 +266,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     const std::vector<TensorRole> roles = partition_roles(graph, plan, partition_of, p);
     const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
     const auto ring_bytes = [&] { return schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes(); };
-    const int64_t base = ring_bytes();
+    if (ring_bytes() >= room) continue;
     std::vector<int> conv_bands(span.size(), 1);
     const auto settle = [&] {
       for (OpId o = part.first_op; o <= part.last_op; ++o) {
@@ -282,7 +284,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     for (const Candidate& c : candidates) {
       conv_bands[static_cast<size_t>(c.op - part.first_op)] = c.rows;
       settle();
-      if (ring_bytes() - base > headroom) conv_bands[static_cast<size_t>(c.op - part.first_op)] = 1;
+      if (ring_bytes() > room) conv_bands[static_cast<size_t>(c.op - part.first_op)] = 1;
     }
     settle();  // the last candidate may have been taken back
   }

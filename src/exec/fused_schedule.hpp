@@ -72,8 +72,8 @@ constexpr int64_t kFilterBytesPerOutputByte = 8;
 // Events per step of every op (indexed by op). band_bytes > 0: as many rows as fit in band_bytes.
 // band_bytes == 0: the automatic bands above, where they fit the plan: a partition takes them
 // greedily, the largest filter-to-row ratio first, as long as its line buffers (re-measured with
-// schedule_span) grow by no more than the plan's capacity left beside its closure and filters. A
-// plan without spare capacity (or a partition with a fallback) runs one row per step.
+// schedule_span) and its filters fit the plan's capacity. A plan without spare capacity (or a
+// partition with a fallback) runs one row per step.
 std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes);
 
 }  // namespace occam::exec
