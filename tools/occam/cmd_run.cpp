@@ -156,7 +156,7 @@ int run_model(const RunArgs& args) {
              args.input.empty() ? fmt::format("random, seed {}", kInputSeed) : args.input,
              args.threads > 0 ? fmt::format("{}", args.threads) : "all");
   if (fused) {
-    const PlanMemory planned = plan_memory(graph, plan);
+    const PlanMemory planned = plan_memory(graph, plan, fused_options);
     fmt::print("fused:     {}\n", fused->describe());
     fmt::print("plan:      {} partition{} at {} per partition; per image {} off-chip (layer by layer {}); "
                "line buffers {} + boundaries {} = {} (closure {})\n",
@@ -208,7 +208,7 @@ void add_run_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   command->add_option("--memory-limit", args->memory_limit,
                       "choose the least-traffic plan whose measured fused peak of activation memory fits this size");
-  command->add_option("--band", args->band, "fused: rows per step up to this many output bytes (0: one row per step)")
+  command->add_option("--band", args->band, "fused: rows per step up to this many output bytes (0: automatic, one row per step except convolutions with large filters where the plan has room; 1B: always one row)")
       ->capture_default_str();
   // Handled before parsing (pipeline_alias); registered so that `occam run --help` shows it.
   static const std::string pipeline_help =
