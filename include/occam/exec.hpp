@@ -212,6 +212,10 @@ struct FusedOptions {
   // cut the measurement picks, so that the footprint does not depend on timing; cuts whose rows do
   // not fit are not considered. 0: one thread runs everything.
   double pipeline_share = 0.05;
+  // The time of each op (indexed by op, any unit) that the threads' split balances, instead of the
+  // kernels' time measured at compile time: a split that does not depend on the machine's load,
+  // for tests that walk through many cuts. Empty: measured.
+  std::vector<double> op_costs = {};
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

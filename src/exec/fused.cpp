@@ -1141,8 +1141,8 @@ void FusedProgram::resolve_operands() {
 }
 
 // Each op's cost is the measured time of one of its steps (the middle one, best of a few tries on
-// whatever the buffers hold) times its number of steps; each partition's ops are then cut into
-// contiguous groups of about equal cost, one per thread, in schedule order.
+// whatever the buffers hold) times its number of steps, or FusedOptions::op_costs; each partition's
+// ops are then cut into contiguous groups of about equal cost, one per thread, in schedule order.
 void FusedProgram::calibrate_and_split() {
   std::vector<std::vector<float>> dummy;  // caller tensors, one image each: only addresses matter
   for (int64_t floats : slot_image_floats_) dummy.emplace_back(static_cast<size_t>(floats), 0.0f);
@@ -1152,9 +1152,16 @@ void FusedProgram::calibrate_and_split() {
     if (sources_[i].second.kind == StepKind::Compute) steps_of[static_cast<size_t>(sources_[i].second.op)].push_back(i);
   }
   std::vector<float*> resolved;
+  if (!options_.op_costs.empty() && options_.op_costs.size() != graph_.ops.size()) {
+    fail("{}: {} op costs given for {} ops", source_, options_.op_costs.size(), graph_.ops.size());
+  }
   std::vector<double> cost(graph_.ops.size(), 0.0);
   for (size_t o = 0; o < graph_.ops.size(); ++o) {
     if (steps_of[o].empty()) continue;
+    if (!options_.op_costs.empty()) {
+      cost[o] = std::max(options_.op_costs[o], 0.0);
+      continue;
+    }
     const Step& step = steps_[steps_of[o][steps_of[o].size() / 2]];
     resolved.clear();
     for (uint32_t i = 0; i < step.operand_count; ++i) {

@@ -242,6 +242,54 @@ TEST(Fused, RandomChainsAndDagsMatchTheReferenceUnderEveryPartitioning) {
 }
 
 
+// The threads' split comes from measured kernel times, so a loaded machine picks other cuts than a
+// quiet one (a reduction split across threads once summed wrongly only under load). Random op
+// costs walk through many cuts, and through ops shared row by row between the threads where a cut
+// leaves them unequal.
+TEST(Fused, EveryThreadSplitMatchesTheReference) {
+  std::mt19937_64 rng(17);
+  int balanced = 0;
+  const auto check = [&](const Graph& graph, const std::vector<HostTensor>& inputs, const std::vector<HostTensor>& expected,
+                         const std::string& what) {
+    for (const Plan& plan : plans_across_capacities(graph)) {
+      for (int split = 0; split < 4; ++split) {
+        FusedOptions options;
+        options.threads = 2;
+        options.pipeline_share = split % 2 ? 0.5 : 0.05;  // room for straddled cuts, or not
+        std::uniform_real_distribution<double> cost(0.1, 10.0);
+        for (size_t o = 0; o < graph.ops.size(); ++o) options.op_costs.push_back(cost(rng));
+        const auto executor = compile_fused(graph, plan, options);
+        balanced += executor->describe().find("(kernel time 50%/50%)") != std::string::npos ? 1 : 0;
+        for (int run = 0; run < 2; ++run) {
+          EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance)
+              << what << ", " << plan.partitions.size() << " partitions, split " << split << ": " << executor->describe();
+        }
+      }
+    }
+  };
+  for (int i = 0; i < 12; ++i) {
+    const Graph graph = with_weights(i % 2 ? testing::random_dag(rng, 14) : testing::random_chain(rng, 10), 300 + i);
+    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+    check(graph, inputs, compile_reference(graph)->run(inputs), "random graph " + std::to_string(i));
+  }
+  // Reductions, broadcasts, concats, pools: every op kind the executor has a kernel for.
+  for (const testing::OpCase& c : testing::kOpCases) {
+    const Graph graph = c.build();
+    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+    check(graph, inputs, naive::run(graph, inputs), c.name);
+  }
+  EXPECT_GT(balanced, 0) << "no cut was ever evened out by sharing an op's rows";
+}
+
+TEST(Fused, OpCostsMustCoverEveryOp) {
+  const Graph graph = with_weights(testing::chain({{3, 1, 8}, {3, 1, 8}}, Shape{1, 4, 16, 16}), 1);
+  FusedOptions options;
+  options.threads = 2;
+  options.op_costs = {1.0, 2.0, 3.0};
+  EXPECT_THROW(compile_fused(graph, single_partition_plan(graph), options), Error);
+}
+
+
 // ---------------------------------------------------------------------------------------------
 // Zoo nets: numerics and memory
 
