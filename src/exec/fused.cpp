@@ -245,7 +245,7 @@ private:
     int64_t headroom = 0;        // the plan's capacity left beside the partition's closure and filters
   };
   std::vector<PartitionState> partitions_;
-  std::vector<int> boundary_producer_, boundary_last_;  // per tensor: partitions, -1 if not an arena boundary
+  std::vector<BoundarySpan> boundaries_;  // per tensor
 
   Allocation arena_;
   std::vector<MirroredRange> rings_;
@@ -365,28 +365,15 @@ int32_t FusedProgram::caller_slot(TensorId t) const {
 // arena; the caller's tensors are read and written in place where their NCHW layout equals NHWC,
 // else streamed through line buffers by Load/Store steps; everything else is a line buffer.
 void FusedProgram::assign_roles(const Plan& plan) {
-  const size_t tensors = graph_.tensors.size();
   partition_of_ = partition_of_ops(plan, graph_.ops.size());
-  boundary_producer_.assign(tensors, -1);
-  boundary_last_.assign(tensors, -1);
-  for (TensorId t = 0; t < static_cast<TensorId>(tensors); ++t) {
-    const Tensor& tensor = graph_.tensor(t);
-    if (tensor.producer < 0 || caller_slot(t) >= 0) continue;
-    const int home = partition_of_[static_cast<size_t>(tensor.producer)];
-    int last = home;
-    for (OpId c : tensor.consumers) last = std::max(last, partition_of_[static_cast<size_t>(c)]);
-    if (last != home) {
-      boundary_producer_[static_cast<size_t>(t)] = home;
-      boundary_last_[static_cast<size_t>(t)] = last;
-    }
-  }
+  boundaries_ = boundary_spans(graph_, partition_of_);
   band_rows_ = step_bands(analysis_, plan, options_.band_bytes);
   max_band_rows_ = *std::max_element(band_rows_.begin(), band_rows_.end());
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     PartitionState state;
     state.first = plan.partitions[p].first_op;
     state.last = plan.partitions[p].last_op;
-    state.roles = partition_roles(graph_, plan, partition_of_, p);
+    state.roles = partition_roles(graph_, plan, boundaries_, p);
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
     state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles);
     state.headroom = plan.partitions[p].fallback == Fallback::None
@@ -515,16 +502,16 @@ void FusedProgram::lay_out_memory() {
   }
   std::vector<TensorId> boundaries;
   for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
-    if (boundary_producer_[static_cast<size_t>(t)] < 0) continue;
+    const BoundarySpan& b = boundaries_[static_cast<size_t>(t)];
+    if (b.first < 0) continue;
     boundaries.push_back(t);
-    lifetimes.push_back({round(analysis_.tensor_bytes(t)), boundary_producer_[static_cast<size_t>(t)],
-                         boundary_last_[static_cast<size_t>(t)]});
+    lifetimes.push_back({round(analysis_.tensor_bytes(t)), b.first, b.last});
   }
   for (size_t p = 0; p < partitions_.size(); ++p) {
     int64_t live = 0;
     for (TensorId t : boundaries) {
       const auto i = static_cast<size_t>(t);
-      if (boundary_producer_[i] <= static_cast<int>(p) && static_cast<int>(p) <= boundary_last_[i]) live += analysis_.tensor_bytes(t);
+      if (boundaries_[i].first <= static_cast<int>(p) && static_cast<int>(p) <= boundaries_[i].last) live += analysis_.tensor_bytes(t);
     }
     boundary_bytes_ = std::max(boundary_bytes_, live);
   }

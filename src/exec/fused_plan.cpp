@@ -27,23 +27,8 @@ Plan single_partition_plan(const Graph& graph) {
 PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions& options) {
   check_plan_matches(plan, graph);
   const Analysis analysis(graph, execution_analysis_options());
-  const std::vector<int> partition_of = exec::partition_of_ops(plan, graph.ops.size());
+  const std::vector<exec::BoundarySpan> boundaries = exec::boundary_spans(graph, exec::partition_of_ops(plan, graph.ops.size()));
   const std::vector<int> bands = exec::step_bands(analysis, plan, options.band_bytes);
-  // Boundary tensors held in memory: produced in one partition, read in a later one, and not the
-  // caller's (graph inputs and outputs are not counted on either side).
-  struct Crossing {
-    int64_t bytes;
-    int first, last;
-  };
-  std::vector<Crossing> crossings;
-  for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
-    const Tensor& tensor = graph.tensor(t);
-    if (tensor.producer < 0 || graph.is_output(t)) continue;
-    const int home = partition_of[static_cast<size_t>(tensor.producer)];
-    int last = home;
-    for (OpId c : tensor.consumers) last = std::max(last, partition_of[static_cast<size_t>(c)]);
-    if (last != home) crossings.push_back({analysis.tensor_bytes(t), home, last});
-  }
   PlanMemory memory;
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     const OpId first = plan.partitions[p].first_op, last = plan.partitions[p].last_op;
@@ -51,10 +36,12 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions&
     const std::span<const int> span(bands.data() + first, static_cast<size_t>(last - first + 1));
     const int64_t buffers = std::all_of(span.begin(), span.end(), [](int b) { return b == 1; })
                                 ? closure.buffer_bytes()
-                                : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, partition_of, p)).ring_bytes();
+                                : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p)).ring_bytes();
+    // Boundary tensors held in memory while the partition runs (the caller's are not counted).
     int64_t live = 0;
-    for (const Crossing& c : crossings) {
-      if (c.first <= static_cast<int>(p) && static_cast<int>(p) <= c.last) live += c.bytes;
+    for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
+      const exec::BoundarySpan& b = boundaries[static_cast<size_t>(t)];
+      if (b.first >= 0 && b.first <= static_cast<int>(p) && static_cast<int>(p) <= b.last) live += analysis.tensor_bytes(t);
     }
     memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, buffers);
     memory.closure_bytes = std::max(memory.closure_bytes, closure.bytes);

@@ -187,24 +187,35 @@ std::vector<int> partition_of_ops(const Plan& plan, size_t op_count) {
   return partition_of;
 }
 
-std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const int> partition_of, size_t p) {
+std::vector<BoundarySpan> boundary_spans(const Graph& graph, std::span<const int> partition_of) {
+  std::vector<BoundarySpan> spans(graph.tensors.size());
+  for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
+    const Tensor& tensor = graph.tensor(t);
+    const bool caller = graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
+    if (tensor.producer < 0 || caller) continue;
+    const int home = partition_of[static_cast<size_t>(tensor.producer)];
+    int last = home;
+    for (OpId c : tensor.consumers) last = std::max(last, partition_of[static_cast<size_t>(c)]);
+    if (last != home) spans[static_cast<size_t>(t)] = {home, last};
+  }
+  return spans;
+}
+
+std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const BoundarySpan> boundaries,
+                                        size_t p) {
+  const Partition& part = plan.partitions[p];
   std::vector<TensorRole> roles(graph.tensors.size(), TensorRole::None);
   const auto decide = [&](TensorId t) {
     const Tensor& tensor = graph.tensor(t);
     const bool caller = graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
-    const bool here = tensor.producer >= 0 && partition_of[static_cast<size_t>(tensor.producer)] == static_cast<int>(p);
     if (caller) {
       if (nhwc_equals_nchw(tensor.shape)) return TensorRole::Whole;
+      const bool here = tensor.producer >= part.first_op && tensor.producer <= part.last_op;
       return here && graph.is_output(t) ? TensorRole::Stored : TensorRole::Loaded;
     }
-    if (tensor.producer >= 0) {
-      for (OpId c : tensor.consumers) {
-        if (partition_of[static_cast<size_t>(c)] != partition_of[static_cast<size_t>(tensor.producer)]) return TensorRole::Whole;
-      }
-    }
-    return TensorRole::Ring;
+    return boundaries[static_cast<size_t>(t)].first >= 0 ? TensorRole::Whole : TensorRole::Ring;
   };
-  for (OpId o = plan.partitions[p].first_op; o <= plan.partitions[p].last_op; ++o) {
+  for (OpId o = part.first_op; o <= part.last_op; ++o) {
     const Op& op = graph.op(o);
     for (TensorId t : op.inputs) roles[static_cast<size_t>(t)] = decide(t);
     roles[static_cast<size_t>(op.output)] = decide(op.output);
@@ -240,7 +251,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     return bands;
   }
-  const std::vector<int> partition_of = partition_of_ops(plan, graph.ops.size());
+  const std::vector<BoundarySpan> boundaries = boundary_spans(graph, partition_of_ops(plan, graph.ops.size()));
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     const Partition& part = plan.partitions[p];
     // What the executor allocates (a line buffer per tensor, more than the closure's peak of live
@@ -263,7 +274,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     if (candidates.empty()) continue;
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
-    const std::vector<TensorRole> roles = partition_roles(graph, plan, partition_of, p);
+    const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
     const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
     const auto ring_bytes = [&] { return schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes(); };
     if (ring_bytes() >= room) continue;

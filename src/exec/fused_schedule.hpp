@@ -56,11 +56,21 @@ inline bool nhwc_equals_nchw(const Shape& s) { return s.c == 1 || s.h * s.w == 1
 // Which partition of `plan` runs each op (indexed by op).
 std::vector<int> partition_of_ops(const Plan& plan, size_t op_count);
 
+// A tensor produced in one partition and read in a later one, other than the caller's (graph
+// inputs and outputs): held whole in memory from its producer's partition to its last reader's.
+struct BoundarySpan {
+  int first = -1;  // -1: not a boundary
+  int last = -1;
+};
+// Indexed by tensor.
+std::vector<BoundarySpan> boundary_spans(const Graph& graph, std::span<const int> partition_of);
+
 // How partition `p` holds each tensor (indexed by tensor): caller tensors (graph inputs and
 // outputs) in place where their layout allows, else loaded into (inputs, and outputs an earlier
-// partition stored) or stored from (outputs produced here) line buffers; tensors crossing
-// partitions whole; every other tensor the partition touches as a ring.
-std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const int> partition_of, size_t p);
+// partition stored) or stored from (outputs produced here) line buffers; boundaries whole; every
+// other tensor the partition touches as a ring.
+std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const BoundarySpan> boundaries,
+                                        size_t p);
 
 // A convolution whose filters are large beside its output rows re-reads them from memory at every
 // step; with b output rows per step it reads them 1/b as often. The automatic bands give each

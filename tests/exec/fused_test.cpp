@@ -162,11 +162,11 @@ TEST(FusedSchedule, AutomaticBandsAmortiseLargeFiltersWithinThePlansSpareCapacit
     for (const int64_t capacity : {int64_t{2} << 20, int64_t{32} << 20}) {
       const Plan plan = plan_for_execution(graph, capacity);
       const std::vector<int> bands = exec::step_bands(analysis, plan, 0);
-      const std::vector<int> partition_of = exec::partition_of_ops(plan, graph.ops.size());
+      const auto boundaries = exec::boundary_spans(graph, exec::partition_of_ops(plan, graph.ops.size()));
       int banded = 0;
       for (size_t p = 0; p < plan.partitions.size(); ++p) {
         const Partition& part = plan.partitions[p];
-        const auto roles = exec::partition_roles(graph, plan, partition_of, p);
+        const auto roles = exec::partition_roles(graph, plan, boundaries, p);
         const std::vector<int> one(static_cast<size_t>(part.last_op - part.first_op + 1), 1);
         const std::span<const int> span(bands.data() + part.first_op, one.size());
         const int64_t rings = exec::schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes();
