@@ -242,7 +242,7 @@ private:
     double straddle_share = 0;
     int64_t reserve = 0;         // bytes of the arena block kept for pipeline rows
     int64_t block = 0;           // bytes of the arena block: line buffers without pipeline rows + reserve
-    int64_t headroom = 0;        // the plan's capacity left beside the partition's closure and filters
+    int64_t headroom = 0;        // the plan's capacity left beside the partition's line buffers and filters
   };
   std::vector<PartitionState> partitions_;
   std::vector<BoundarySpan> boundaries_;  // per tensor
@@ -376,8 +376,11 @@ void FusedProgram::assign_roles(const Plan& plan) {
     state.roles = partition_roles(graph_, plan, boundaries_, p);
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
     state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles);
-    state.headroom = plan.partitions[p].fallback == Fallback::None
-                         ? plan.capacity_bytes - plan.partitions[p].on_chip_bytes()
+    // Bands have taken their share of the plan's spare capacity already: what is left beside the
+    // line buffers as allocated and the filters.
+    const Partition& part = plan.partitions[p];
+    state.headroom = part.fallback == Fallback::None
+                         ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes - state.schedule.ring_bytes()
                          : 0;
     partitions_.push_back(std::move(state));
   }
@@ -419,7 +422,7 @@ void FusedProgram::choose_row_layouts() {
   }
   // Stacked weights are reordered once per distinct set of kernel rows a window covers (border
   // windows cover fewer), so they outgrow the filters the plan keeps on chip: a partition keeps
-  // blocked rows only while that growth fits the plan's capacity beside its closure and filters.
+  // blocked rows only while that growth fits the plan's capacity beside its line buffers and filters.
   // Otherwise the executor would spill what the plan counts as resident, and every row would
   // re-read the weights from memory.
   for (const PartitionState& state : partitions_) {
