@@ -40,6 +40,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -65,8 +66,10 @@ struct Address {
 struct OperandRef {
   int32_t partition = 0;
   TensorId tensor = -1;
-  int64_t row = 0;
+  int64_t row = 0;  // may be negative: a row of zeros above the tensor (ZeroRows)
 };
+// OperandRef::row of a caller tensor's whole image.
+constexpr int64_t kWholeImage = std::numeric_limits<int64_t>::min();
 
 // A kernel computes `count` events of its op starting at event `first`, on operand addresses laid
 // out as its builder documents.
@@ -211,8 +214,8 @@ private:
   Descs window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const;
   void choose_row_layouts();
   bool runs_jit(OpId id) const;
-  int64_t stacked_weight_growth(OpId id) const;
-  int converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows);
+  int64_t ring_rows_limit(TensorId t) const;
+  int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
   int host_kernel(OpId id);
   Kernel binary_kernel(const Op& op) const;
   Kernel gemm_kernel(const Op& op);
@@ -230,6 +233,7 @@ private:
   std::vector<int> partition_of_;
   std::vector<int> band_rows_;
   std::vector<bool> row_blocked_;  // per tensor: rows in the ISA's blocked layout, each on its own
+  std::vector<ZeroRows> zero_rows_;  // per tensor: rows of zeros its line buffer holds beyond its edges
   struct PartitionState {
     OpId first = 0, last = 0;
     std::vector<TensorRole> roles;
@@ -242,7 +246,6 @@ private:
     double straddle_share = 0;
     int64_t reserve = 0;         // bytes of the arena block kept for pipeline rows
     int64_t block = 0;           // bytes of the arena block: line buffers without pipeline rows + reserve
-    int64_t headroom = 0;        // the plan's capacity left beside the partition's line buffers and filters
   };
   std::vector<PartitionState> partitions_;
   std::vector<BoundarySpan> boundaries_;  // per tensor
@@ -250,7 +253,9 @@ private:
   Allocation arena_;
   std::vector<MirroredRange> rings_;
   std::vector<Allocation> scratchpads_;  // one per thread
-  std::map<TensorId, Allocation> blocked_rows_;  // a blocked output row, converted to an NHWC row
+  // A blocked output row, converted to an NHWC row: per tensor and thread share (threads that take
+  // turns at an op's rows convert their rows at the same time).
+  std::map<std::pair<TensorId, int32_t>, Allocation> blocked_rows_;
   int64_t scratchpad_bytes_ = 0;
   std::vector<Allocation> weight_storage_;
   std::map<std::pair<OpId, std::string>, memory> weight_cache_;
@@ -376,12 +381,6 @@ void FusedProgram::assign_roles(const Plan& plan) {
     state.roles = partition_roles(graph_, plan, boundaries_, p);
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
     state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles);
-    // Bands have taken their share of the plan's spare capacity already: what is left beside the
-    // line buffers as allocated and the filters.
-    const Partition& part = plan.partitions[p];
-    state.headroom = part.fallback == Fallback::None
-                         ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes - state.schedule.ring_bytes()
-                         : 0;
     partitions_.push_back(std::move(state));
   }
 }
@@ -393,6 +392,7 @@ void FusedProgram::assign_roles(const Plan& plan) {
 // (its reference and GEMM fallbacks are several times slower than either layout).
 void FusedProgram::choose_row_layouts() {
   row_blocked_.assign(graph_.tensors.size(), false);
+  zero_rows_.assign(graph_.tensors.size(), {});
   if (std::getenv("OCCAM_NHWC_ROWS") != nullptr) return;
   const auto one_row_conv = [&](OpId o) { return graph_.op(o).kind == OpKind::Conv && band_rows_[static_cast<size_t>(o)] == 1; };
   for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
@@ -420,38 +420,36 @@ void FusedProgram::choose_row_layouts() {
       }
     }
   }
-  // Stacked weights are reordered once per distinct set of kernel rows a window covers (border
-  // windows cover fewer), so they outgrow the filters the plan keeps on chip: a partition keeps
-  // blocked rows only while that growth fits the plan's capacity beside its line buffers and filters.
-  // Otherwise the executor would spill what the plan counts as resident, and every row would
-  // re-read the weights from memory.
-  for (const PartitionState& state : partitions_) {
-    int64_t growth = 0;
-    for (OpId o = state.first; o <= state.last; ++o) {
-      const Op& op = graph_.op(o);
-      if (op.kind == OpKind::Conv && row_blocked_[static_cast<size_t>(op.inputs[0])]) growth += stacked_weight_growth(o);
+  // Windows of stacked rows reach into the padding as rows of zeros in the line buffer, so that
+  // every window covers the whole kernel: one stacked copy of the weights (the filters reordered,
+  // no larger) and one band shape serve the top edge, the middle and the bottom edge alike.
+  for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
+    if (!row_blocked_[static_cast<size_t>(t)]) continue;
+    const int64_t h = graph_.tensor(t).shape.h;
+    ZeroRows& zeros = zero_rows_[static_cast<size_t>(t)];
+    for (OpId c : graph_.tensor(t).consumers) {
+      const Op& op = graph_.op(c);
+      const int64_t bottom = (graph_.output_of(op).shape.h - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+      zeros.above = std::max<int32_t>(zeros.above, static_cast<int32_t>(op.window.pad_top));
+      zeros.below = std::max<int32_t>(zeros.below, static_cast<int32_t>(std::max<int64_t>(0, bottom - (h - 1))));
     }
-    if (growth <= state.headroom) continue;
-    for (OpId o = state.first; o <= state.last; ++o) row_blocked_[static_cast<size_t>(graph_.op(o).output)] = false;
+  }
+  for (PartitionState& state : partitions_) {
+    bool zeros = false;
+    for (OpId o = state.first; o <= state.last; ++o) {
+      const ZeroRows& z = zero_rows_[static_cast<size_t>(graph_.op(o).output)];
+      zeros = zeros || z.above > 0 || z.below > 0;
+    }
+    if (!zeros) continue;
+    const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
+    state.schedule = schedule_span(analysis_, state.first, state.last, bands, state.roles, zero_rows_);
   }
 }
 
-// Bytes that stacking adds to the filters of convolution `id`: one copy of the kernel rows each
-// distinct window covers, instead of the kernel once.
-int64_t FusedProgram::stacked_weight_growth(OpId id) const {
-  const Op& op = graph_.op(id);
-  const Shape& in = graph_.input_of(op).shape;
-  const Window& win = op.window;
-  std::set<std::pair<int64_t, int64_t>> windows;  // (first kernel row, kernel rows)
-  for (int64_t r = 0; r < graph_.output_of(op).shape.h; ++r) {
-    const int64_t top = r * win.stride_h - win.pad_top, bottom = top + win.extent_h() - 1;
-    const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
-    windows.emplace(a - top, b - a + 1);
-  }
-  int64_t rows = 0;
-  for (const auto& window : windows) rows += window.second;
-  const int64_t per_kernel_row = analysis_.op(id).filter_bytes / win.kernel_h;
-  return per_kernel_row * (rows - win.kernel_h);
+// The most rows a line buffer of tensor `t` can usefully hold: all of them, and its rows of zeros.
+int64_t FusedProgram::ring_rows_limit(TensorId t) const {
+  const ZeroRows& z = zero_rows_[static_cast<size_t>(t)];
+  return graph_.tensor(t).shape.h + z.above + z.below;
 }
 
 // Whether oneDNN runs convolution `id` on its middle band of one output row with a JIT kernel.
@@ -562,7 +560,8 @@ Address FusedProgram::address(const OperandRef& ref) const {
     if (place.slot >= 0) return {place.slot, row * row_bytes / static_cast<int64_t>(sizeof(float)), nullptr};
     return {-1, 0, reinterpret_cast<float*>(place.base + row * row_bytes)};
   }
-  return {-1, 0, reinterpret_cast<float*>(place.base + (row * row_bytes) % place.ring_bytes)};
+  const int64_t offset = (row * row_bytes) % place.ring_bytes;  // rows of zeros above the tensor: row < 0
+  return {-1, 0, reinterpret_cast<float*>(place.base + (offset < 0 ? offset + place.ring_bytes : offset))};
 }
 
 int FusedProgram::add_kernel(Kernel kernel) {
@@ -636,10 +635,10 @@ int FusedProgram::primitive_kernel(const std::string& op, const dnnl::primitive&
 
 // Runs `inner` (which writes one blocked output row) into a row buffer of its own, then reorders
 // that row into the NHWC output row. Operands: as `inner`'s.
-int FusedProgram::converting_kernel(const Op& op, int inner, const memory::desc& blocked, const memory::desc& rows) {
-  auto found = blocked_rows_.find(op.output);
+int FusedProgram::converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows) {
+  auto found = blocked_rows_.find({op.output, share});
   if (found == blocked_rows_.end()) {
-    found = blocked_rows_.emplace(op.output, account_.allocate(static_cast<int64_t>(blocked.get_size()), MemoryUse::Scratchpad,
+    found = blocked_rows_.emplace(std::pair{op.output, share}, account_.allocate(static_cast<int64_t>(blocked.get_size()), MemoryUse::Scratchpad,
                                                                op.name + " blocked output row")).first;
   }
   float* row = found->second.floats();
@@ -712,9 +711,9 @@ FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, in
 }
 
 // Convolution and pooling on a band of output rows [first, first + count): the input rows it
-// needs, clipped to the tensor, with the clipped part as padding, so that the top edge, the middle
-// and the bottom edge are three band shapes (plus a shorter last band). Writes the first input row
-// to *src_row.
+// needs, clipped to the tensor and its rows of zeros, with the clipped part as padding, so that the
+// top edge, the middle and the bottom edge are up to three band shapes (plus a shorter last band).
+// Writes the first input row to *src_row.
 int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t share, int64_t* src_row) {
   const Op& op = graph_.op(id);
   const Shape& in = graph_.input_of(op).shape;
@@ -722,7 +721,9 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   Window win = op.window;
   const int64_t top = first * win.stride_h - win.pad_top;
   const int64_t bottom = (first + count - 1) * win.stride_h - win.pad_top + win.extent_h() - 1;
-  const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
+  // Rows of zeros in the line buffer beyond the input's edges are read as rows.
+  const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[0])];
+  const int64_t a = std::max<int64_t>(-zeros.above, top), b = std::min<int64_t>(in.h - 1 + zeros.below, bottom);
   if (b < a) fail_op(op, fmt::format("output rows {}..{} see no input row", first, first + count - 1));
   *src_row = a;
   const int64_t pad_t = a - top, pad_b = bottom - b, in_rows = b - a + 1;
@@ -774,7 +775,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
                                         pd.weights_desc(), weight_name);
       if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
       kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
-      if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, kernel, dst, d.rows);
+      if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, share, kernel, dst, d.rows);
     } else {
       const algorithm alg = op.kind == OpKind::MaxPool ? algorithm::pooling_max
                             : op.count_include_pad     ? algorithm::pooling_avg_include_padding
@@ -1043,10 +1044,36 @@ void FusedProgram::compile_steps() {
     return index;
   };
 
+  // Zero: the rows of zeros of a line buffer, written just before the first window that reads them.
+  std::map<TensorId, int> zero_kernels;
+  const auto zero = [&](TensorId t) {
+    if (const auto found = zero_kernels.find(t); found != zero_kernels.end()) return found->second;
+    const int64_t floats = row_floats(graph_.tensor(t).shape);
+    const int index = add_kernel([floats](int64_t, int64_t count, float* const* p) {
+      std::fill(p[0], p[0] + count * floats, 0.0f);
+    });
+    zero_kernels.emplace(t, index);
+    return index;
+  };
   for (size_t p = 0; p < partitions_.size(); ++p) {
     const auto part = static_cast<int32_t>(p);
     std::vector<std::pair<FusedStep, int32_t>> pieces;  // (step, thread share; -1: not split)
+    std::set<std::pair<TensorId, bool>> zeroed;         // (tensor, below): rows of zeros written
     for (const FusedStep& whole : partitions_[p].schedule.steps) {
+      if (whole.kind == StepKind::Compute) {
+        const Op& op = graph_.op(whole.op);
+        const TensorId in = op.inputs[0];
+        const ZeroRows& zeros = zero_rows_[static_cast<size_t>(in)];
+        const int64_t h = graph_.tensor(in).shape.h;
+        const int64_t top = whole.first * op.window.stride_h - op.window.pad_top;
+        const int64_t bottom = (whole.first + whole.count - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+        if (zeros.above > 0 && top < 0 && zeroed.emplace(in, false).second) {
+          pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, -zeros.above, zeros.above}, -1);
+        }
+        if (zeros.below > 0 && bottom >= h && zeroed.emplace(in, true).second) {
+          pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, static_cast<int32_t>(h), zeros.below}, -1);
+        }
+      }
       const bool splits = whole.kind == StepKind::Compute && threads_ > 1 && whole.count > 1 &&
                           rows::mode_of(graph_, graph_.op(whole.op)) == rows::Mode::Window;
       if (!splits) {
@@ -1069,11 +1096,15 @@ void FusedProgram::compile_steps() {
       step.count = fs.count;
       step.operand_begin = static_cast<uint32_t>(operand_refs_.size());
       std::vector<Access> access;
-      if (fs.kind != StepKind::Compute) {
+      if (fs.kind == StepKind::Zero) {
+        step.kernel = zero(fs.tensor);
+        operand_refs_.push_back({part, fs.tensor, fs.first});
+        access.push_back({fs.tensor, fs.first, fs.first + fs.count - 1, true});
+      } else if (fs.kind != StepKind::Compute) {
         const bool load = fs.kind == StepKind::Load;
         step.kernel = transfer(fs.tensor, load);
         // The caller tensor's image (row 0), and the line buffer at row `first`.
-        const OperandRef image{part, fs.tensor, -1};
+        const OperandRef image{part, fs.tensor, kWholeImage};
         const OperandRef ring{part, fs.tensor, fs.first};
         operand_refs_.push_back(load ? image : ring);
         operand_refs_.push_back(load ? ring : image);
@@ -1103,9 +1134,15 @@ void FusedProgram::compile_steps() {
           }
         }
         for (size_t k = 0; k < op.inputs.size(); ++k) {
-          const int64_t h = graph_.input_of(op, k).shape.h;
-          const int64_t lo = std::max<int64_t>(0, rows::band(graph_, op, k, fs.first).first);
-          const int64_t hi = std::min<int64_t>(h - 1, rows::band(graph_, op, k, fs.first + fs.count - 1).last);
+          int64_t lo = rows::band(graph_, op, k, fs.first).first;
+          int64_t hi = rows::band(graph_, op, k, fs.first + fs.count - 1).last;
+          const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[k])];
+          if (zeros.above > 0 || zeros.below > 0) {  // the window's rows of zeros are read too
+            const int64_t h = graph_.input_of(op, k).shape.h;
+            lo = std::max<int64_t>(-zeros.above, fs.first * op.window.stride_h - op.window.pad_top);
+            hi = std::min<int64_t>(h - 1 + zeros.below, (fs.first + fs.count - 1) * op.window.stride_h - op.window.pad_top +
+                                                            op.window.extent_h() - 1);
+          }
           access.push_back({op.inputs[k], lo, hi, false});
         }
         operand_refs_.push_back({part, op.output, accumulates ? 0 : fs.first});
@@ -1125,7 +1162,7 @@ void FusedProgram::compile_steps() {
 void FusedProgram::resolve_operands() {
   operands_.clear();
   for (const OperandRef& ref : operand_refs_) {
-    operands_.push_back(ref.row < 0 ? Address{partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0, nullptr}
+    operands_.push_back(ref.row == kWholeImage ? Address{partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0, nullptr}
                                     : address(ref));
   }
 }
@@ -1195,7 +1232,7 @@ void FusedProgram::calibrate_and_split() {
   }
   const double total = std::accumulate(share.begin(), share.end(), 0.0);
   for (double c : share) split_summary_ += fmt::format("{}{:.0f}%", split_summary_.empty() ? "" : "/", 100 * c / std::max(total, 1e-30));
-  // Loads run on the thread of the step that needs them (the next compute step), stores on the
+  // Loads and rows of zeros run on the thread of the step that needs them (the next compute step), stores on the
   // thread of the step that produced the rows (the previous one).
   int64_t straddled = 0;  // steps of the current partition's straddling op so far
   for (size_t i = 0; i < steps_.size(); ++i) {
@@ -1219,7 +1256,8 @@ void FusedProgram::calibrate_and_split() {
     }
   }
   for (size_t i = steps_.size(); i-- > 0;) {
-    if (sources_[i].second.kind == StepKind::Load) steps_[i].thread = steps_[i + 1].thread;
+    const StepKind kind = sources_[i].second.kind;
+    if (kind == StepKind::Load || kind == StepKind::Zero) steps_[i].thread = steps_[i + 1].thread;
   }
 }
 
@@ -1239,7 +1277,7 @@ std::vector<int64_t> FusedProgram::cut_bytes(const PartitionState& state) const 
       lo = std::min(lo, c);
       hi = std::max(hi, c);
     }
-    const int64_t rows = std::min(b.rows + kPipelineRows, tensor.shape.h);
+    const int64_t rows = std::max(b.rows, std::min(b.rows + kPipelineRows, ring_rows_limit(b.tensor)));
     const int64_t extra = round(rows * b.row_bytes) - round(b.rows * b.row_bytes);
     for (OpId k = lo; k < hi; ++k) bytes[static_cast<size_t>(k - state.first)] += extra;
   }
@@ -1312,7 +1350,7 @@ void FusedProgram::add_pipeline_rows() {
     for (LineBuffer& b : state.schedule.rings) {
       const uint32_t mask = threads[static_cast<size_t>(b.tensor)];
       if ((mask & (mask - 1)) == 0) continue;
-      const int64_t rows = std::min(b.rows + kPipelineRows, graph_.tensor(b.tensor).shape.h);
+      const int64_t rows = std::max(b.rows, std::min(b.rows + kPipelineRows, ring_rows_limit(b.tensor)));
       const int64_t extra = round(rows * b.row_bytes) - round(b.rows * b.row_bytes);
       if (extra > left) continue;
       left -= extra;
@@ -1357,8 +1395,8 @@ void FusedProgram::compute_waits() {
     need = count_before;  // a thread's steps in this partition come after every earlier one of others
     for (const Access& a : accesses_[i]) {
       auto& r = rows[static_cast<size_t>(a.tensor)];
-      const int64_t h = graph_.tensor(a.tensor).shape.h;
-      if (r.empty()) r.assign(static_cast<size_t>(h), RowState{-1, std::vector<int32_t>(T, 0)});
+      const int64_t above = zero_rows_[static_cast<size_t>(a.tensor)].above;  // r[y + above]: row y, rows of zeros included
+      if (r.empty()) r.assign(static_cast<size_t>(ring_rows_limit(a.tensor)), RowState{-1, std::vector<int32_t>(T, 0)});
       const auto depend_on = [&](const RowState& row) {
         if (row.writer >= 0 && static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread) != t) {
           const auto u = static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread);
@@ -1367,8 +1405,8 @@ void FusedProgram::compute_waits() {
       };
       if (!a.write) {
         for (int64_t y = a.lo; y <= a.hi; ++y) {
-          depend_on(r[static_cast<size_t>(y)]);
-          r[static_cast<size_t>(y)].last_read[t] = seq[i] + 1;
+          depend_on(r[static_cast<size_t>(y + above)]);
+          r[static_cast<size_t>(y + above)].last_read[t] = seq[i] + 1;
         }
         continue;
       }
@@ -1377,20 +1415,20 @@ void FusedProgram::compute_waits() {
         // Older rows sharing bytes with rows [lo, hi] in the circular buffer of ring_bytes.
         const int64_t rb = row_floats(graph_.tensor(a.tensor).shape) * static_cast<int64_t>(sizeof(float));
         const int64_t span = place.ring_bytes / rb + 2;
-        for (int64_t y = std::max<int64_t>(0, a.lo - 2 * span); y < a.lo; ++y) {
+        for (int64_t y = std::max<int64_t>(-above, a.lo - 2 * span); y < a.lo; ++y) {
           bool shared = false;
           for (int64_t wrap = place.ring_bytes; !shared && y * rb + wrap < (a.hi + 1) * rb; wrap += place.ring_bytes) {
             shared = (y + 1) * rb + wrap > a.lo * rb;
           }
           if (!shared) continue;
-          const RowState& old = r[static_cast<size_t>(y)];
+          const RowState& old = r[static_cast<size_t>(y + above)];
           depend_on(old);
           for (size_t u = 0; u < T; ++u) {
             if (u != t && old.last_read[u] > 0) need[u] = std::max(need[u], old.last_read[u]);
           }
         }
       }
-      for (int64_t y = a.lo; y <= a.hi; ++y) r[static_cast<size_t>(y)].writer = static_cast<int32_t>(i);
+      for (int64_t y = a.lo; y <= a.hi; ++y) r[static_cast<size_t>(y + above)].writer = static_cast<int32_t>(i);
     }
     steps_[i].wait_begin = static_cast<uint32_t>(waits_.size());
     for (size_t u = 0; u < T; ++u) {

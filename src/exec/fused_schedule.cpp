@@ -22,8 +22,9 @@ bool is_ring(TensorRole role) {
 class Scheduler {
 public:
   Scheduler(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
-            std::span<const TensorRole> roles)
-      : graph_(analysis.graph()), analysis_(analysis), first_(first), last_(last), band_rows_(band_rows), roles_(roles) {
+            std::span<const TensorRole> roles, std::span<const ZeroRows> zero_rows)
+      : graph_(analysis.graph()), analysis_(analysis), first_(first), last_(last), band_rows_(band_rows), roles_(roles),
+        zero_rows_(zero_rows) {
     const size_t ops = static_cast<size_t>(last - first + 1);
     if (band_rows.size() != ops) fail("schedule of ops [{}, {}]: {} band sizes for {} ops", first, last, band_rows.size(), ops);
     want_.assign(ops, 0);
@@ -36,7 +37,10 @@ public:
       for (size_t k = 0; k < op.inputs.size(); ++k) {
         Track& t = track(op.inputs[k]);
         t.readers.push_back(marks_.size());
-        marks_.push_back(0);
+        // The rows of zeros above the tensor are live until every reader has moved past them.
+        const int64_t above = zeros(op.inputs[k]).above;
+        t.lo = -above;
+        marks_.push_back(-above);
       }
       mark_base_.push_back(marks_.size() - op.inputs.size());
       track(op.output).produced_here = true;
@@ -76,6 +80,15 @@ private:
   Track& track(TensorId t) { return tensors_[static_cast<size_t>(t)]; }
   TensorRole role(TensorId t) const { return roles_[static_cast<size_t>(t)]; }
   int64_t row_bytes(TensorId t) const { return analysis_.tensor_bytes(t) / graph_.tensor(t).shape.h; }
+  ZeroRows zeros(TensorId t) const { return zero_rows_.empty() ? ZeroRows{} : zero_rows_[static_cast<size_t>(t)]; }
+
+  // The first input row event `e` of `op` needs, counting the rows of zeros above its input k.
+  int64_t first_needed(const Op& op, size_t k, int64_t e) const {
+    const rows::Band band = rows::band(graph_, op, k, e);
+    const int64_t above = zeros(op.inputs[k]).above;
+    if (above == 0 || rows::mode_of(graph_, op) != rows::Mode::Window || band.first > 0) return band.first;
+    return std::max(-above, e * op.window.stride_h - op.window.pad_top);
+  }
 
   void grow(TensorId t, int64_t hi) {
     Track& tr = track(t);
@@ -138,9 +151,17 @@ private:
       grow(op.output, out.hi + count);
       out.produced += count;
     }
+    // Rows of zeros below an input are live from the first window that reaches them.
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const int64_t below = zeros(op.inputs[k]).below;
+      const int64_t h = graph_.input_of(op, k).shape.h;
+      if (below == 0) continue;
+      const int64_t bottom = (end - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+      if (bottom >= h) grow(op.inputs[k], std::min(bottom, h + below - 1) + 1);
+    }
     // Release what this op has moved past.
     for (size_t k = 0; k < op.inputs.size(); ++k) {
-      marks_[mark_base_[i] + k] = end < total_[i] ? rows::band(graph_, op, k, end).first : graph_.input_of(op, k).shape.h;
+      marks_[mark_base_[i] + k] = end < total_[i] ? first_needed(op, k, end) : graph_.input_of(op, k).shape.h;
     }
     for (const TensorId t : op.inputs) {
       Track& tr = track(t);
@@ -161,6 +182,7 @@ private:
   OpId first_, last_;
   std::span<const int> band_rows_;
   std::span<const TensorRole> roles_;
+  std::span<const ZeroRows> zero_rows_;
   std::vector<int64_t> want_, done_, total_;
   std::vector<Track> tensors_;
   std::vector<int64_t> marks_;
@@ -171,10 +193,13 @@ private:
 }  // namespace
 
 SpanSchedule schedule_span(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
-                           std::span<const TensorRole> roles) {
+                           std::span<const TensorRole> roles, std::span<const ZeroRows> zero_rows) {
   if (first < 0 || last < first || last >= analysis.op_count()) fail("invalid span [{}, {}]", first, last);
   if (roles.size() != analysis.graph().tensors.size()) fail("schedule: {} roles for {} tensors", roles.size(), analysis.graph().tensors.size());
-  return Scheduler(analysis, first, last, band_rows, roles).run();
+  if (!zero_rows.empty() && zero_rows.size() != roles.size()) {
+    fail("schedule: zero rows for {} of {} tensors", zero_rows.size(), roles.size());
+  }
+  return Scheduler(analysis, first, last, band_rows, roles, zero_rows).run();
 }
 
 std::vector<int> partition_of_ops(const Plan& plan, size_t op_count) {

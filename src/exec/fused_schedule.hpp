@@ -28,13 +28,14 @@ enum class TensorRole : uint8_t {
   Stored,  // a ring whose rows Store steps copy out to caller memory as soon as they are produced
 };
 
-enum class StepKind : uint8_t { Compute, Load, Store };
+// Zero: rows of zeros written beyond a tensor's top or bottom edge (ZeroRows), executor only.
+enum class StepKind : uint8_t { Compute, Load, Store, Zero };
 
 struct FusedStep {
   StepKind kind = StepKind::Compute;
   OpId op = -1;          // Compute
-  TensorId tensor = -1;  // Load, Store
-  // Compute: first event (an output row, or an absorbed input row for reductions); Load/Store: row.
+  TensorId tensor = -1;  // Load, Store, Zero
+  // Compute: first event (an output row, or an absorbed input row for reductions); Load/Store/Zero: row.
   int32_t first = 0;
   int32_t count = 0;
 };
@@ -45,9 +46,20 @@ struct SpanSchedule {
   int64_t ring_bytes() const;
 };
 
-// `roles` is indexed by tensor; `band_rows` by op - first (each >= 1).
+// Rows of zeros a line buffer holds beyond its tensor's top and bottom edges, where the windows of
+// its readers reach into the padding: a window then is a whole kernel's rows in the buffer, read as
+// one, and the padding needs no band shape of its own. The zero rows are live like produced rows:
+// from the start of the partition until every reader has moved past them (above), and from the
+// step whose window first reaches below the tensor until the end (below).
+struct ZeroRows {
+  int32_t above = 0;
+  int32_t below = 0;
+};
+
+// `roles` is indexed by tensor; `band_rows` by op - first (each >= 1); `zero_rows` by tensor, or
+// empty for none.
 SpanSchedule schedule_span(const Analysis& analysis, OpId first, OpId last, std::span<const int> band_rows,
-                           std::span<const TensorRole> roles);
+                           std::span<const TensorRole> roles, std::span<const ZeroRows> zero_rows = {});
 
 // Rows of a tensor are NHWC in line buffers; where that is also NCHW order (one channel, or one
 // pixel), the caller's tensors are read and written in place.

@@ -149,6 +149,58 @@ TEST(FusedSchedule, BandsRunSeveralRowsPerStepAndNeedLongerLineBuffers) {
   for (OpId o = 0; o <= last; ++o) EXPECT_EQ(next[o], rows::event_count(graph, graph.op(o))) << graph.op(o).name;
 }
 
+// Rows of zeros beyond a tensor's edges (for windows read whole across the padding) live in its
+// line buffer like rows: on dncnn's chain of 3x3 convolutions they take the slots the edge windows
+// leave free, so neither the steps nor the line buffers change; elsewhere (resnet18's strided windows,
+// its tensors of 2 rows) a line buffer grows by its rows of zeros at most.
+TEST(FusedSchedule, RowsOfZerosAtTheEdgesFitTheLineBuffers) {
+  for (const auto& [model, h, w] : {std::tuple{"dncnn", 48, 64}, std::tuple{"resnet18", 64, 64}}) {
+    ModelOptions options;
+    options.resolution = Resolution{h, w};
+    const Graph graph = zoo_model(model, options);
+    const Analysis analysis(graph, execution_analysis_options());
+    const OpId last = analysis.op_count() - 1;
+    const auto roles = closure_roles(graph, 0, last);
+    std::vector<exec::ZeroRows> zeros(graph.tensors.size());
+    for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
+      const Tensor& tensor = graph.tensor(t);
+      if (tensor.producer < 0 || roles[static_cast<size_t>(t)] != exec::TensorRole::Ring) continue;
+      for (OpId c : tensor.consumers) {
+        const Op& op = graph.op(c);
+        if (op.kind != OpKind::Conv) continue;
+        const int64_t bottom = (graph.output_of(op).shape.h - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+        zeros[static_cast<size_t>(t)].above = std::max<int32_t>(zeros[static_cast<size_t>(t)].above, static_cast<int32_t>(op.window.pad_top));
+        zeros[static_cast<size_t>(t)].below =
+            std::max<int32_t>(zeros[static_cast<size_t>(t)].below, static_cast<int32_t>(std::max<int64_t>(0, bottom - (tensor.shape.h - 1))));
+      }
+    }
+    const std::vector<int> one(static_cast<size_t>(last + 1), 1);
+    const exec::SpanSchedule plain = exec::schedule_span(analysis, 0, last, one, roles);
+    const exec::SpanSchedule padded = exec::schedule_span(analysis, 0, last, one, roles, zeros);
+    EXPECT_THROW(exec::schedule_span(analysis, 0, last, one, roles, std::vector<exec::ZeroRows>(1)), Error);
+    ASSERT_EQ(plain.steps.size(), padded.steps.size()) << model;
+    for (size_t i = 0; i < plain.steps.size(); ++i) {
+      EXPECT_EQ(plain.steps[i].op, padded.steps[i].op) << model << " step " << i;
+      EXPECT_EQ(plain.steps[i].first, padded.steps[i].first) << model << " step " << i;
+    }
+    ASSERT_EQ(plain.rings.size(), padded.rings.size()) << model;
+    for (size_t k = 0; k < plain.rings.size(); ++k) {
+      const auto& a = plain.rings[k];
+      const auto& b = padded.rings[k];
+      const exec::ZeroRows& z = zeros[static_cast<size_t>(a.tensor)];
+      const std::string name = graph.tensor(a.tensor).name;
+      if (z.above == 0 && z.below == 0) {
+        EXPECT_EQ(b.rows, a.rows) << model << " " << name;
+        continue;
+      }
+      // Every window of a consumer is whole now: the buffer holds at least a kernel's rows.
+      for (OpId c : graph.tensor(a.tensor).consumers) EXPECT_GE(b.rows, graph.op(c).window.extent_h()) << model << " " << name;
+      EXPECT_LE(b.rows, a.rows + z.above + z.below) << model << " " << name;
+      if (std::string_view(model) == "dncnn") EXPECT_EQ(b.rows, a.rows) << model << " " << name;
+    }
+  }
+}
+
 // Automatic bands: where filters are large beside output rows, and only while the banded line
 // buffers and the filters fit the plan's capacity; none where the plan has none to spare.
 TEST(FusedSchedule, AutomaticBandsAmortiseLargeFiltersWithinThePlansSpareCapacity) {
@@ -488,11 +540,13 @@ TEST(Fused, KeepsItsOwnCopyOfEveryParameter) {
   }
 }
 
-// Whatever kernels the executor picks, the weights it keeps may outgrow the plan's filters only by
-// the capacity the plan leaves free (dncnn at a capacity just above its one-partition footprint,
-// and with room to spare), plus oneDNN's padding of channel counts to its vector block (dncnn's
-// last convolution, 64 -> 1 channels, keeps 8 output channels: 16 KiB, under 2% of the filters).
-TEST(Fused, KeepsItsWeightsWithinThePlansCapacity) {
+// Stacked rows read the padding as rows of zeros, so one reordered copy of the filters serves every
+// window: the weights the executor keeps are the plan's filters whatever capacity is left over, plus
+// oneDNN's padding of channel counts to its vector block (dncnn's last convolution, 64 -> 1
+// channels, keeps 8 output channels: 16 KiB, under 2% of the filters). At a capacity just above its
+// one-partition footprint dncnn runs all its 64-channel rows blocked (with room to spare, automatic
+// bands of 2 rows take their place).
+TEST(Fused, StackedRowsKeepOneCopyOfTheFiltersAtAnyCapacity) {
   const Graph graph = zoo("dncnn", 48, 64);
   const int64_t footprint = single_partition_plan(graph).partitions[0].on_chip_bytes();
   for (const int64_t capacity : {footprint + 4096, 64 * kMiB}) {
@@ -500,8 +554,8 @@ TEST(Fused, KeepsItsWeightsWithinThePlansCapacity) {
     ASSERT_EQ(plan.partitions.size(), 1u);
     const auto fused = compile_fused(graph, plan);
     const int64_t growth = fused->memory().peak_bytes(MemoryUse::Weights) - plan.partitions[0].filter_bytes;
-    const int64_t padding = plan.partitions[0].filter_bytes / 50;
-    EXPECT_LE(growth, plan.capacity_bytes - plan.partitions[0].on_chip_bytes() + padding) << fused->describe();
+    EXPECT_LE(growth, plan.partitions[0].filter_bytes / 50) << fused->describe();
+    if (capacity < 64 * kMiB) EXPECT_NE(fused->describe().find("(16 row-blocked)"), std::string::npos) << fused->describe();
   }
 }
 
