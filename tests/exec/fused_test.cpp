@@ -196,7 +196,9 @@ TEST(FusedSchedule, RowsOfZerosAtTheEdgesFitTheLineBuffers) {
       // Every window of a consumer is whole now: the buffer holds at least a kernel's rows.
       for (OpId c : graph.tensor(a.tensor).consumers) EXPECT_GE(b.rows, graph.op(c).window.extent_h()) << model << " " << name;
       EXPECT_LE(b.rows, a.rows + z.above + z.below) << model << " " << name;
-      if (std::string_view(model) == "dncnn") EXPECT_EQ(b.rows, a.rows) << model << " " << name;
+      if (std::string_view(model) == "dncnn") {
+        EXPECT_EQ(b.rows, a.rows) << model << " " << name;
+      }
     }
   }
 }
@@ -555,7 +557,9 @@ TEST(Fused, StackedRowsKeepOneCopyOfTheFiltersAtAnyCapacity) {
     const auto fused = compile_fused(graph, plan);
     const int64_t growth = fused->memory().peak_bytes(MemoryUse::Weights) - plan.partitions[0].filter_bytes;
     EXPECT_LE(growth, plan.partitions[0].filter_bytes / 50) << fused->describe();
-    if (capacity < 64 * kMiB) EXPECT_NE(fused->describe().find("(16 row-blocked)"), std::string::npos) << fused->describe();
+    if (capacity < 64 * kMiB) {
+      EXPECT_NE(fused->describe().find("(16 row-blocked)"), std::string::npos) << fused->describe();
+    }
   }
 }
 
