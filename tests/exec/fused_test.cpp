@@ -296,6 +296,23 @@ TEST(Fused, RandomChainsAndDagsMatchTheReferenceUnderEveryPartitioning) {
 }
 
 
+// A convolution on stacked (row-blocked) rows whose output rows are NHWC writes each blocked row to
+// a staging row and converts it; when the threads take turns at its rows (a straddled cut, forced
+// here by the op costs) both convert at the same time, and must not share the staging row.
+TEST(Fused, ThreadsTakingTurnsAtAConvertedRowKeepTheirOwnStaging) {
+  const Graph graph = with_weights(testing::chain({{3, 1, 16}, {3, 1, 1}}, {1, 1, 96, 64}), 41);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected = compile_reference(graph)->run(inputs);
+  FusedOptions options;
+  options.threads = 2;
+  options.pipeline_share = 0.5;
+  options.op_costs = {1.0, 3.0};  // the cut leaves 25%/75%: the threads share the second op's rows
+  const auto executor = compile_fused(graph, single_partition_plan(graph), options);
+  ASSERT_NE(executor->describe().find("(1 row-blocked)"), std::string::npos) << executor->describe();
+  ASSERT_NE(executor->describe().find("(kernel time 50%/50%)"), std::string::npos) << executor->describe();
+  for (int run = 0; run < 20; ++run) EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance) << "run " << run;
+}
+
 // The threads' split comes from measured kernel times, so a loaded machine picks other cuts than a
 // quiet one (a reduction split across threads once summed wrongly only under load). Random op
 // costs walk through many cuts, and through ops shared row by row between the threads where a cut
