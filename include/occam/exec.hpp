@@ -199,11 +199,12 @@ struct FusedOptions {
   // Coarsening: each op runs as many output rows per step as fit in band_bytes (at least one), which
   // gives its kernel calls more work at the price of longer-lived rows (the line buffers are
   // re-measured for the banded order). 0: automatic, while the banded line buffers and the filters
-  // fit the plan's capacity: one row per step, except convolutions whose filters are large beside their output rows (resnet18's layer4:
-  // 9 MiB of filters for 14 KiB rows), which run enough rows per step that re-reading their filters
-  // costs at most 8x the bytes they write. With a plan that has no capacity to spare, the steps are
-  // exactly Analysis::span_events and the line buffers exactly closure().buffers. With several
-  // threads, a step of several rows is shared: each thread computes a contiguous part of its rows.
+  // fit the plan's capacity: one row per step, except convolutions whose filters are large beside
+  // their output rows (resnet18's layer4: 9 MiB of filters for 14 KiB rows), which run enough rows
+  // per step that re-reading their filters costs at most 8x the bytes they write. With a plan that
+  // has no capacity to spare, the steps are exactly Analysis::span_events and the line buffers
+  // exactly closure().buffers. With several threads, a step of several rows is shared: each thread
+  // computes a contiguous part of its rows.
   int64_t band_bytes = 0;
   // Threads run the ops of each partition as a software pipeline (each thread a contiguous group of
   // ops, balanced by their kernels' time measured at compile time); line buffers written by one

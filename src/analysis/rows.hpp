@@ -30,6 +30,13 @@ struct Band {
   int64_t last = 0;   // last input row needed (inclusive)
 };
 
+// Input rows the window of output row `e` of a convolution or pooling covers, padding included
+// (first < 0 or last >= the input's height where the window reaches into it).
+inline Band window_rows(const Op& op, int64_t e) {
+  const int64_t top = e * op.window.stride_h - op.window.pad_top;
+  return {top, top + op.window.extent_h() - 1};
+}
+
 // Input rows of input `k` needed by event `e` of `op` (for Accumulate ops: exactly row e).
 inline Band band(const Graph& graph, const Op& op, size_t k, int64_t e) {
   const int64_t in_h = graph.input_of(op, k).shape.h;
@@ -41,8 +48,8 @@ inline Band band(const Graph& graph, const Op& op, size_t k, int64_t e) {
     case OpKind::Conv:
     case OpKind::MaxPool:
     case OpKind::AvgPool: {
-      const int64_t top = e * op.window.stride_h - op.window.pad_top;
-      return clip(top, top + op.window.extent_h() - 1);
+      const Band window = window_rows(op, e);
+      return clip(window.first, window.last);
     }
     case OpKind::AdaptiveAvgPool: {
       const int64_t out_h = op.pooled.h;

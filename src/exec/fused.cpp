@@ -429,7 +429,7 @@ void FusedProgram::choose_row_layouts() {
     ZeroRows& zeros = zero_rows_[static_cast<size_t>(t)];
     for (OpId c : graph_.tensor(t).consumers) {
       const Op& op = graph_.op(c);
-      const int64_t bottom = (graph_.output_of(op).shape.h - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+      const int64_t bottom = rows::window_rows(op, graph_.output_of(op).shape.h - 1).last;
       zeros.above = std::max<int32_t>(zeros.above, static_cast<int32_t>(op.window.pad_top));
       zeros.below = std::max<int32_t>(zeros.below, static_cast<int32_t>(std::max<int64_t>(0, bottom - (h - 1))));
     }
@@ -458,7 +458,7 @@ bool FusedProgram::runs_jit(OpId id) const {
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
   const Window& win = op.window;
-  const int64_t top = out.h / 2 * win.stride_h - win.pad_top, bottom = top + win.extent_h() - 1;
+  const auto [top, bottom] = rows::window_rows(op, out.h / 2);
   const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
   const Descs d = window_descs(op, b - a + 1, 1, a - top, bottom - b);
   const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
@@ -509,12 +509,7 @@ void FusedProgram::lay_out_memory() {
     lifetimes.push_back({round(analysis_.tensor_bytes(t)), b.first, b.last});
   }
   for (size_t p = 0; p < partitions_.size(); ++p) {
-    int64_t live = 0;
-    for (TensorId t : boundaries) {
-      const auto i = static_cast<size_t>(t);
-      if (boundaries_[i].first <= static_cast<int>(p) && static_cast<int>(p) <= boundaries_[i].last) live += analysis_.tensor_bytes(t);
-    }
-    boundary_bytes_ = std::max(boundary_bytes_, live);
+    boundary_bytes_ = std::max(boundary_bytes_, live_boundary_bytes(analysis_, boundaries_, static_cast<int>(p)));
   }
   const ArenaLayout layout = plan_arena(lifetimes, page);
   if (layout.bytes > 0) {
@@ -719,8 +714,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
   Window win = op.window;
-  const int64_t top = first * win.stride_h - win.pad_top;
-  const int64_t bottom = (first + count - 1) * win.stride_h - win.pad_top + win.extent_h() - 1;
+  const int64_t top = rows::window_rows(op, first).first, bottom = rows::window_rows(op, first + count - 1).last;
   // Rows of zeros in the line buffer beyond the input's edges are read as rows.
   const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[0])];
   const int64_t a = std::max<int64_t>(-zeros.above, top), b = std::min<int64_t>(in.h - 1 + zeros.below, bottom);
@@ -1065,8 +1059,8 @@ void FusedProgram::compile_steps() {
         const TensorId in = op.inputs[0];
         const ZeroRows& zeros = zero_rows_[static_cast<size_t>(in)];
         const int64_t h = graph_.tensor(in).shape.h;
-        const int64_t top = whole.first * op.window.stride_h - op.window.pad_top;
-        const int64_t bottom = (whole.first + whole.count - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+        const int64_t top = rows::window_rows(op, whole.first).first;
+        const int64_t bottom = rows::window_rows(op, whole.first + whole.count - 1).last;
         if (zeros.above > 0 && top < 0 && zeroed.emplace(in, false).second) {
           pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, -zeros.above, zeros.above}, -1);
         }
@@ -1139,9 +1133,8 @@ void FusedProgram::compile_steps() {
           const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[k])];
           if (zeros.above > 0 || zeros.below > 0) {  // the window's rows of zeros are read too
             const int64_t h = graph_.input_of(op, k).shape.h;
-            lo = std::max<int64_t>(-zeros.above, fs.first * op.window.stride_h - op.window.pad_top);
-            hi = std::min<int64_t>(h - 1 + zeros.below, (fs.first + fs.count - 1) * op.window.stride_h - op.window.pad_top +
-                                                            op.window.extent_h() - 1);
+            lo = std::max<int64_t>(-zeros.above, rows::window_rows(op, fs.first).first);
+            hi = std::min<int64_t>(h - 1 + zeros.below, rows::window_rows(op, fs.first + fs.count - 1).last);
           }
           access.push_back({op.inputs[k], lo, hi, false});
         }
@@ -1190,15 +1183,10 @@ void FusedProgram::calibrate_and_split() {
       continue;
     }
     const Step& step = steps_[steps_of[o][steps_of[o].size() / 2]];
-    resolved.clear();
-    for (uint32_t i = 0; i < step.operand_count; ++i) {
-      const Address& a = operands_[step.operand_begin + i];
-      resolved.push_back(a.slot < 0 ? a.fixed : slots_[static_cast<size_t>(a.slot)] + a.offset);
-    }
     double best = 1e30;
     for (int attempt = 0; attempt < 3; ++attempt) {
       const auto start = std::chrono::steady_clock::now();
-      kernels_[static_cast<size_t>(step.kernel)](step.first, step.count, resolved.data());
+      execute(step, 0, resolved);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     cost[o] = best * static_cast<double>(rows::event_count(graph_, graph_.op(static_cast<OpId>(o)))) / step.count;

@@ -38,11 +38,7 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions&
                                 ? closure.buffer_bytes()
                                 : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p)).ring_bytes();
     // Boundary tensors held in memory while the partition runs (the caller's are not counted).
-    int64_t live = 0;
-    for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
-      const exec::BoundarySpan& b = boundaries[static_cast<size_t>(t)];
-      if (b.first >= 0 && b.first <= static_cast<int>(p) && static_cast<int>(p) <= b.last) live += analysis.tensor_bytes(t);
-    }
+    const int64_t live = exec::live_boundary_bytes(analysis, boundaries, static_cast<int>(p));
     memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, buffers);
     memory.closure_bytes = std::max(memory.closure_bytes, closure.bytes);
     memory.boundary_bytes = std::max(memory.boundary_bytes, live);

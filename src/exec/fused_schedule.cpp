@@ -15,6 +15,10 @@ int64_t SpanSchedule::ring_bytes() const {
 
 namespace {
 
+bool is_caller(const Graph& graph, TensorId t) {
+  return graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
+}
+
 bool is_ring(TensorRole role) {
   return role == TensorRole::Ring || role == TensorRole::Loaded || role == TensorRole::Stored;
 }
@@ -87,7 +91,7 @@ private:
     const rows::Band band = rows::band(graph_, op, k, e);
     const int64_t above = zeros(op.inputs[k]).above;
     if (above == 0 || rows::mode_of(graph_, op) != rows::Mode::Window || band.first > 0) return band.first;
-    return std::max(-above, e * op.window.stride_h - op.window.pad_top);
+    return std::max(-above, rows::window_rows(op, e).first);
   }
 
   void grow(TensorId t, int64_t hi) {
@@ -156,7 +160,7 @@ private:
       const int64_t below = zeros(op.inputs[k]).below;
       const int64_t h = graph_.input_of(op, k).shape.h;
       if (below == 0) continue;
-      const int64_t bottom = (end - 1) * op.window.stride_h - op.window.pad_top + op.window.extent_h() - 1;
+      const int64_t bottom = rows::window_rows(op, end - 1).last;
       if (bottom >= h) grow(op.inputs[k], std::min(bottom, h + below - 1) + 1);
     }
     // Release what this op has moved past.
@@ -216,8 +220,7 @@ std::vector<BoundarySpan> boundary_spans(const Graph& graph, std::span<const int
   std::vector<BoundarySpan> spans(graph.tensors.size());
   for (TensorId t = 0; t < static_cast<TensorId>(graph.tensors.size()); ++t) {
     const Tensor& tensor = graph.tensor(t);
-    const bool caller = graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
-    if (tensor.producer < 0 || caller) continue;
+    if (tensor.producer < 0 || is_caller(graph, t)) continue;
     const int home = partition_of[static_cast<size_t>(tensor.producer)];
     int last = home;
     for (OpId c : tensor.consumers) last = std::max(last, partition_of[static_cast<size_t>(c)]);
@@ -226,14 +229,21 @@ std::vector<BoundarySpan> boundary_spans(const Graph& graph, std::span<const int
   return spans;
 }
 
+int64_t live_boundary_bytes(const Analysis& analysis, std::span<const BoundarySpan> boundaries, int p) {
+  int64_t live = 0;
+  for (size_t t = 0; t < boundaries.size(); ++t) {
+    if (boundaries[t].first >= 0 && boundaries[t].first <= p && p <= boundaries[t].last) live += analysis.tensor_bytes(static_cast<TensorId>(t));
+  }
+  return live;
+}
+
 std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, std::span<const BoundarySpan> boundaries,
                                         size_t p) {
   const Partition& part = plan.partitions[p];
   std::vector<TensorRole> roles(graph.tensors.size(), TensorRole::None);
   const auto decide = [&](TensorId t) {
     const Tensor& tensor = graph.tensor(t);
-    const bool caller = graph.is_output(t) || std::find(graph.inputs.begin(), graph.inputs.end(), t) != graph.inputs.end();
-    if (caller) {
+    if (is_caller(graph, t)) {
       if (nhwc_equals_nchw(tensor.shape)) return TensorRole::Whole;
       const bool here = tensor.producer >= part.first_op && tensor.producer <= part.last_op;
       return here && graph.is_output(t) ? TensorRole::Stored : TensorRole::Loaded;

@@ -76,6 +76,8 @@ struct BoundarySpan {
 };
 // Indexed by tensor.
 std::vector<BoundarySpan> boundary_spans(const Graph& graph, std::span<const int> partition_of);
+// Bytes of the boundary tensors held in memory while partition `p` runs.
+int64_t live_boundary_bytes(const Analysis& analysis, std::span<const BoundarySpan> boundaries, int p);
 
 // How partition `p` holds each tensor (indexed by tensor): caller tensors (graph inputs and
 // outputs) in place where their layout allows, else loaded into (inputs, and outputs an earlier
