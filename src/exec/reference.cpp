@@ -500,22 +500,28 @@ void Program::compile_binary(OpId id) {
 void Program::compile_batchnorm(OpId id) {
   const Op& op = graph_.op(id);
   const Shape& shape = graph_.output_of(op).shape;
-  const memory::desc channel_md({1, shape.c, 1, 1}, DataType::f32, Tag::nchw);
-  // y = x * scale + shift: a binary multiply with the shift as a binary post-op.
-  dnnl::post_ops ops;
-  ops.append_binary(algorithm::binary_add, channel_md);
-  append_activation(ops, op.activation);
+  // y = x * scale + shift as oneDNN's batch normalization with mean 0 and variance 1 (epsilon 0
+  // makes the division exact). A binary multiply with the shift as a post-op would say the same,
+  // but oneDNN 2.6 runs that with its reference code, ~50x slower (densenet121: 1.2 s of 1.6 s).
+  const memory::desc channel_md({shape.c}, DataType::f32, Tag::x);
+  auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+               dnnl::normalization_flags::use_shift;
+  const bool relu = op.activation.kind == ActKind::Relu;
+  if (relu) flags |= dnnl::normalization_flags::fuse_norm_relu;
   const Placement src = *placement_[static_cast<size_t>(op.inputs[0])];
-  const dnnl::binary::primitive_desc pd({algorithm::binary_mul, src.md, channel_md, src.md}, user_scratchpad(ops),
-                                        cpu_engine());
+  const dnnl::batch_normalization_forward::primitive_desc pd({kInference, src.md, 0.0f, flags}, user_scratchpad(),
+                                                             cpu_engine());
+  const std::vector<float> zeros(static_cast<size_t>(shape.c), 0.0f), ones(static_cast<size_t>(shape.c), 1.0f);
   std::unordered_map<int, memory> fixed;
-  fixed[DNNL_ARG_SRC_1] = weight_memory(channel_md, op.weight->data(), channel_md, op.name + " scale");
-  fixed[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] =
-      weight_memory(channel_md, op.bias->data(), channel_md, op.name + " shift");
+  fixed[DNNL_ARG_SCALE] = weight_memory(channel_md, op.weight->data(), channel_md, op.name + " scale");
+  fixed[DNNL_ARG_SHIFT] = weight_memory(channel_md, op.bias->data(), channel_md, op.name + " shift");
+  fixed[DNNL_ARG_MEAN] = weight_memory(channel_md, zeros.data(), channel_md, op.name + " mean (zeros)");
+  fixed[DNNL_ARG_VARIANCE] = weight_memory(channel_md, ones.data(), channel_md, op.name + " variance (ones)");
   const Placement dst = writable(op.inputs[0], id, src) ? src : Placement{new_value(src.md), src.md};
   placement_[static_cast<size_t>(op.output)] = dst;
-  add_primitive_step(op.name, dnnl::binary(pd), pd, {{DNNL_ARG_SRC_0, src.value, src.md}, {DNNL_ARG_DST, dst.value, dst.md}},
-                     std::move(fixed));
+  add_primitive_step(op.name, dnnl::batch_normalization_forward(pd), pd,
+                     {{DNNL_ARG_SRC, src.value, src.md}, {DNNL_ARG_DST, dst.value, dst.md}}, std::move(fixed));
+  if (!relu) add_eltwise_steps(op, dst, dst, op.activation);
 }
 
 void Program::compile_pool(const Op& op) {

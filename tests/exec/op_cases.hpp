@@ -101,7 +101,10 @@ inline const OpCase kOpCases[] = {
        const TensorId a = net.conv(x, 5, Window::square(1));
        const TensorId b = net.conv(x, 16, Window::square(3, 1, 1));
        const TensorId c = net.activation(pooled, {ActKind::Sigmoid});  // pooled has two readers: not fused
-       const TensorId cat = net.op(OpKind::Concat, {a, b, c, normed});
+       // Pre-activation BatchNorm (densenet's BN-ReLU-Conv): a fused ReLU, and another activation.
+       const TensorId normed_relu = net.batchnorm(x, Activation::relu());
+       const TensorId normed_leaky = net.batchnorm(pooled, {ActKind::LeakyRelu, 0.1f});
+       const TensorId cat = net.op(OpKind::Concat, {a, b, c, normed, normed_relu, normed_leaky});
        std::vector<TensorId> outs;
        const Activation all[] = {{ActKind::Relu},           {ActKind::Clip, -0.5f, 0.7f},
                                  {ActKind::Sigmoid},        {ActKind::HardSigmoid, 0.2f, 0.5f},

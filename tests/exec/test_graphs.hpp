@@ -39,8 +39,9 @@ public:
     return builder_.add(std::move(op));
   }
 
-  TensorId batchnorm(TensorId x) {
+  TensorId batchnorm(TensorId x, Activation act = {}) {
     Op op = make(OpKind::BatchNorm, {x});
+    op.activation = act;
     const auto channels = static_cast<size_t>(builder_.shape(x).c);
     op.weight = random(channels, 0.5f, 1.5f);
     op.bias = random(channels, -0.3f, 0.3f);
