@@ -131,6 +131,12 @@ struct Value {
   int rank = 4;
 };
 
+// Zero padding of a value by a Pad node, waiting for the window op that reads it.
+struct Padding {
+  int top = 0, left = 0, bottom = 0, right = 0;
+  bool operator==(const Padding&) const = default;
+};
+
 struct FloatTensor {
   std::vector<int64_t> dims;
   Buffer values;
@@ -270,6 +276,8 @@ private:
         {"MatMul", &Importer::matmul},
         {"MaxPool", [](Importer& im, const Node& n) { im.pool(n, OpKind::MaxPool); }},
         {"Mul", [](Importer& im, const Node& n) { im.binary(n, OpKind::Mul); }},
+        {"Pad", &Importer::pad},
+        {"ReduceMean", &Importer::reduce_mean},
         {"Relu", [](Importer& im, const Node& n) { im.elementwise(n, Activation::relu()); }},
         {"Reshape", &Importer::reshape},
         {"Sigmoid", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Sigmoid}); }},
@@ -489,6 +497,7 @@ private:
     }
     Op op = unary_op(OpKind::Conv, x);
     op.window = window(node, in, {weight.dims[2], weight.dims[3]});
+    add_explicit_padding(node, op.window);
     op.out_channels = weight.dims[0];
     op.groups = static_cast<int>(group);
     op.weight = weight.values;
@@ -515,11 +524,91 @@ private:
     op.window.ceil_mode = node.int_attr("ceil_mode", 0) != 0;
     if (kind == OpKind::AvgPool) {
       op.count_include_pad = node.int_attr("count_include_pad", 0) != 0;
+      if (const auto found = padded_.find(node.input(0)); found != padded_.end() && found->second != Padding{}) {
+        // The explicit zeros are averaged like values; so must the pool's own padding be.
+        if (!op.count_include_pad && op.window.pad_top + op.window.pad_left + op.window.pad_bottom + op.window.pad_right > 0) {
+          node.fail("reads the zero-padded \"{}\" but pads itself without counting the padding (count_include_pad 0): "
+                    "the two paddings cannot be averaged as one",
+                    node.input(0));
+        }
+        op.count_include_pad = true;
+        add_explicit_padding(node, op.window);
+      }
       // torch exports adaptive pooling to the input's own size (AlexNet's and VGG's classifier
       // input at 224x224) as a 1x1 average; the zoo has no op there either.
       if (op.window == Window::square(1)) op.kind = OpKind::Identity;
     }
     emit(node, std::move(op), 4);
+  }
+
+  // Constant zero padding of the spatial axes, as torch writes F.pad and the padding of
+  // AveragePool(count_include_pad=True): it has no IR op of its own but becomes the padding of the
+  // Conv or AveragePool that reads it, which pads with zeros anyway. Any other reader would see
+  // the zeros as data (a MaxPool pads with -inf), so it is rejected.
+  void pad(const Node& node) {
+    node.expect_inputs(1, opset_ < 11 ? 1 : 3);
+    const Value x = activation(node, 0, {4});
+    const std::string mode = node.string_attr("mode", "constant");
+    if (mode != "constant") node.fail("mode \"{}\" is not supported; only constant (zero) padding is", mode);
+    std::vector<int64_t> pads;
+    float value = 0.0f;
+    if (opset_ < 11) {
+      pads = node.ints_attr("pads");
+      value = node.float_attr("value", 0.0f);
+    } else {
+      pads = ints(node, 1);
+      if (node.has_input(2)) value = scalar(node, 2);
+    }
+    if (value != 0.0f) node.fail("pads with {}; only zero padding is supported", value);
+    if (pads.size() != 8) node.fail("pads has {} values, expected 8 (begin and end of N, C, H, W)", pads.size());
+    if (pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0) {
+      node.fail("pads [{}] pad the batch or channel axis; only height and width can be padded", join(pads, ", "));
+    }
+    for (const int64_t p : pads) {
+      if (p < 0 || p > kMaxGeometry) node.fail("pads [{}] must be in 0..{} (negative pads crop)", join(pads, ", "), kMaxGeometry);
+    }
+    const std::string& output = node.output();
+    if (graph_outputs_.contains(output)) node.fail("its output \"{}\" is a graph output; a Pad must feed a Conv or an AveragePool", output);
+    for (const int reader : consumers_[output]) {
+      const std::string& type = graph_.node(reader).op_type();
+      if (type != "Conv" && type != "AveragePool") {
+        node.fail("is read by \"{}\" ({}); a Pad is supported only where Conv or AveragePool read it (it becomes their padding)",
+                  Node(graph_.node(reader), reader, file_).name, type);
+      }
+    }
+    check_new_name(node, output);
+    activations_[output] = x;
+    padded_[output] = {static_cast<int>(pads[2]), static_cast<int>(pads[3]), static_cast<int>(pads[6]), static_cast<int>(pads[7])};
+  }
+
+  // A window reading a Pad's output takes its padding on top of its own.
+  void add_explicit_padding(const Node& node, Window& window) const {
+    const auto found = padded_.find(node.input(0));
+    if (found == padded_.end()) return;
+    if (node.string_attr("auto_pad", "NOTSET") != "NOTSET" && node.string_attr("auto_pad", "NOTSET") != "VALID") {
+      node.fail("reads the zero-padded \"{}\" with auto_pad; SAME padding of padded input is not supported", node.input(0));
+    }
+    const Padding& p = found->second;
+    for (auto [side, extra] : {std::pair{&window.pad_top, p.top}, std::pair{&window.pad_left, p.left},
+                               std::pair{&window.pad_bottom, p.bottom}, std::pair{&window.pad_right, p.right}}) {
+      if (int64_t{*side} + extra > kMaxGeometry) node.fail("padding of \"{}\" is out of range", node.input(0));
+      *side += extra;
+    }
+  }
+
+  // The mean over height and width (torch's x.mean([2, 3])): a global average pool, of rank 2
+  // unless the reduced axes are kept.
+  void reduce_mean(const Node& node) {
+    node.expect_inputs(1, 1);
+    const Value x = activation(node, 0, {4});
+    std::vector<int64_t> axes = node.ints_attr("axes");
+    for (int64_t& axis : axes) axis = axis < 0 ? axis + x.rank : axis;
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<int64_t>{2, 3}) {
+      node.fail("reduces axes [{}]; only the mean over height and width (axes 2 and 3) is supported",
+                join(node.ints_attr("axes"), ", "));
+    }
+    emit(node, unary_op(OpKind::GlobalAvgPool, x), node.int_attr("keepdims", 1) != 0 ? 4 : 2);
   }
 
   void global_avgpool(const Node& node) {
@@ -811,6 +900,7 @@ private:
   std::unordered_map<std::string, std::vector<int>> consumers_;  // value name -> indices of reading nodes
   std::unordered_set<std::string> graph_outputs_;
   std::unordered_set<int> absorbed_;  // Add nodes taken in as the bias of a fully-connected layer
+  std::unordered_map<std::string, Padding> padded_;  // Pad outputs: the padded value is the input's
 };
 
 }  // namespace

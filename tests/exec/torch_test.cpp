@@ -123,7 +123,9 @@ TEST_P(TorchViaOnnx, SameLogits) {
   EXPECT_LE(error, 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Torchvision, TorchViaOnnx, ::testing::Values("resnet18", "mobilenet_v2", "googlenet"),
+INSTANTIATE_TEST_SUITE_P(Torchvision, TorchViaOnnx,
+                         ::testing::Values("resnet18", "mobilenet_v2", "googlenet", "densenet121", "mnasnet1_0",
+                                           "efficientnet_b0", "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"),
                          [](const auto& info) { return std::string(info.param); });
 
 }  // namespace

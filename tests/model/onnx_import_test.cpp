@@ -11,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <random>
 
@@ -494,6 +495,123 @@ TEST_F(OnnxImport, ReshapeToBatchByFeaturesIsAFlatten) {
     EXPECT_EQ(g.ops[1].kind, OpKind::Softmax);
     EXPECT_EQ(g.output_of(g.ops[1]).shape, (Shape{1, 32, 1, 1}));
   }
+}
+
+// torch writes F.pad, and AveragePool(count_include_pad=True) with padding (inception_v3, and with
+// zero pads densenet's transitions), as a Pad node before the window op: it becomes the op's padding.
+TEST_F(OnnxImport, ZeroPadBecomesThePaddingOfTheConvOrAveragePoolReadingIt) {
+  OnnxModel model;
+  model.input("x", {1, 2, 6, 6}).output("conv").output("avg").output("dense");
+  model.int64s("pads", {0, 0, 1, 2, 0, 0, 3, 0});
+  model.int64s("none", {0, 0, 0, 0, 0, 0, 0, 0});
+  model.node("Pad", {"x", "pads"}, {"padded"}, "pad");
+  model.node("Pad", {"x", "none"}, {"unpadded"}, "pad0");
+  model.weights("w", {4, 2, 3, 3}, iota(4 * 2 * 3 * 3, -1.0f, 0.02f));
+  auto& conv = model.node("Conv", {"padded", "w"}, {"conv"}, "conv");
+  set_ints(conv, "pads", {1, 1, 1, 1});
+  auto& avg = model.node("AveragePool", {"padded"}, {"avg"}, "avg");
+  set_ints(avg, "kernel_shape", {3, 3});
+  auto& dense = model.node("AveragePool", {"unpadded"}, {"dense"}, "dense");
+  set_ints(dense, "kernel_shape", {2, 2});
+  set_ints(dense, "strides", {2, 2});
+  const Graph g = import(model);
+  ASSERT_EQ(g.ops.size(), 3u);
+  EXPECT_EQ(g.ops[0].inputs[0], g.inputs[0]);  // no op for the Pad
+  EXPECT_EQ(g.ops[0].window.pad_top, 2);
+  EXPECT_EQ(g.ops[0].window.pad_left, 3);
+  EXPECT_EQ(g.ops[0].window.pad_bottom, 4);
+  EXPECT_EQ(g.ops[0].window.pad_right, 1);
+  EXPECT_EQ(g.output_of(g.ops[0]).shape, (Shape{1, 4, 10, 8}));
+  EXPECT_EQ(g.ops[1].kind, OpKind::AvgPool);
+  EXPECT_TRUE(g.ops[1].count_include_pad);  // the explicit zeros are averaged
+  EXPECT_EQ(g.ops[1].window.pad_top, 1);
+  EXPECT_EQ(g.ops[1].window.pad_left, 2);
+  EXPECT_EQ(g.ops[1].window.pad_bottom, 3);
+  EXPECT_EQ(g.ops[1].window.pad_right, 0);
+  EXPECT_EQ(g.output_of(g.ops[1]).shape, (Shape{1, 2, 8, 6}));
+  EXPECT_FALSE(g.ops[2].count_include_pad);
+  EXPECT_EQ(g.output_of(g.ops[2]).shape, (Shape{1, 2, 3, 3}));
+}
+
+TEST_F(OnnxImport, PadBeforeOpset11TakesItsPadsFromAnAttribute) {
+  OnnxModel model(9);
+  model.input("x", {1, 1, 4, 4}).output("y");
+  auto& pad = model.node("Pad", {"x"}, {"padded"}, "pad");
+  set_ints(pad, "pads", {0, 0, 1, 1, 0, 0, 1, 1});
+  model.weights("w", {1, 1, 3, 3}, iota(9));
+  model.node("Conv", {"padded", "w"}, {"y"}, "conv");
+  const Graph g = import(model);
+  ASSERT_EQ(g.ops.size(), 1u);
+  EXPECT_EQ(g.output_of(g.ops[0]).shape, (Shape{1, 1, 4, 4}));
+}
+
+TEST_F(OnnxImport, PadThatIsNotAWindowsZeroPaddingIsRejected) {
+  const auto model_with = [](const std::function<void(OnnxModel&)>& edit, const std::string& reader = "Conv") {
+    OnnxModel model;
+    model.input("x", {1, 1, 4, 4}).output("y");
+    model.int64s("pads", {0, 0, 1, 1, 0, 0, 1, 1});
+    edit(model);
+    if (reader == "Conv") {
+      model.weights("w", {1, 1, 3, 3}, iota(9));
+      model.node("Conv", {"padded", "w"}, {"y"}, "conv");
+    } else {
+      auto& pool = model.node(reader, {"padded"}, {"y"}, "reader");
+      set_ints(pool, "kernel_shape", {3, 3});
+    }
+    return model;
+  };
+  expect_error(model_with([](OnnxModel& m) { m.node("Pad", {"x", "pads"}, {"padded"}, "pad"); }, "MaxPool"),
+               {"node \"pad\" (Pad)", "read by \"reader\" (MaxPool)", "only where Conv or AveragePool"});
+  expect_error(model_with([](OnnxModel& m) { set_string(m.node("Pad", {"x", "pads"}, {"padded"}, "pad"), "mode", "reflect"); }),
+               {"node \"pad\" (Pad)", "mode \"reflect\""});
+  expect_error(model_with([](OnnxModel& m) {
+                 m.weights("value", {}, {1.5f});
+                 m.node("Pad", {"x", "pads", "value"}, {"padded"}, "pad");
+               }),
+               {"node \"pad\" (Pad)", "pads with 1.5; only zero padding"});
+  expect_error(model_with([](OnnxModel& m) {
+                 m.int64s("channels", {0, 1, 0, 0, 0, 0, 0, 0});
+                 m.node("Pad", {"x", "channels"}, {"padded"}, "pad");
+               }),
+               {"node \"pad\" (Pad)", "batch or channel axis"});
+  expect_error(model_with([](OnnxModel& m) {
+                 m.int64s("crop", {0, 0, -1, 0, 0, 0, 0, 0});
+                 m.node("Pad", {"x", "crop"}, {"padded"}, "pad");
+               }),
+               {"node \"pad\" (Pad)", "negative pads crop"});
+  OnnxModel output;
+  output.input("x", {1, 1, 4, 4}).output("padded");
+  output.int64s("pads", {0, 0, 1, 1, 0, 0, 1, 1});
+  output.node("Pad", {"x", "pads"}, {"padded"}, "pad");
+  expect_error(output, {"node \"pad\" (Pad)", "is a graph output"});
+}
+
+// torch's x.mean([2, 3]) (mnasnet's head) is a global average pool.
+TEST_F(OnnxImport, SpatialReduceMeanIsAGlobalAveragePool) {
+  OnnxModel model;
+  model.input("x", {1, 4, 5, 3}).output("y").output("kept");
+  auto& mean = model.node("ReduceMean", {"x"}, {"m"}, "mean");
+  set_ints(mean, "axes", {-1, 2});
+  set_int(mean, "keepdims", 0);
+  model.weights("w", {6, 4}, iota(24));
+  auto& gemm = model.node("Gemm", {"m", "w"}, {"y"}, "fc");
+  set_int(gemm, "transB", 1);
+  auto& kept = model.node("ReduceMean", {"x"}, {"kept"}, "kept");
+  set_ints(kept, "axes", {2, 3});
+  const Graph g = import(model);
+  ASSERT_EQ(g.ops.size(), 3u);
+  EXPECT_EQ(g.ops[0].kind, OpKind::GlobalAvgPool);
+  EXPECT_EQ(g.output_of(g.ops[1]).shape, (Shape{1, 6, 1, 1}));
+  EXPECT_EQ(g.ops[2].kind, OpKind::GlobalAvgPool);
+  EXPECT_EQ(g.output_of(g.ops[2]).shape, (Shape{1, 4, 1, 1}));
+}
+
+TEST_F(OnnxImport, ReduceMeanOverOtherAxesIsRejected) {
+  OnnxModel model;
+  model.input("x", {1, 4, 5, 3}).output("y");
+  auto& mean = model.node("ReduceMean", {"x"}, {"y"}, "mean");
+  set_ints(mean, "axes", {1});
+  expect_error(model, {"node \"mean\" (ReduceMean)", "reduces axes [1]", "height and width"});
 }
 
 TEST_F(OnnxImport, ConcatResidualsDropoutAndIdentity) {
