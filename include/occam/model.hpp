@@ -48,7 +48,7 @@ enum class OpKind : uint8_t {
 };
 std::string_view to_string(OpKind kind);
 
-enum class ActKind : uint8_t { None, Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, LeakyRelu };
+enum class ActKind : uint8_t { None, Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, LeakyRelu, Swish };
 std::string_view to_string(ActKind kind);
 
 // An elementwise activation. Clip uses [lo, hi] (ReLU6 = Clip 0..6); HardSigmoid uses

@@ -159,6 +159,9 @@ void activate(float* x, int64_t n, const Activation& a) {
     case ActKind::Sigmoid:
       for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
       return;
+    case ActKind::Swish:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+      return;
     case ActKind::HardSigmoid:
       for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(a.lo * x[i] + a.hi, 0.0f, 1.0f);
       return;

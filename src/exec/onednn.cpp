@@ -54,6 +54,7 @@ std::vector<Eltwise> eltwise_ops(const Activation& activation) {
     case ActKind::LeakyRelu: return {{algorithm::eltwise_relu, activation.lo, 0.0f}};
     case ActKind::Clip: return {{algorithm::eltwise_clip, activation.lo, activation.hi}};
     case ActKind::Sigmoid: return {{algorithm::eltwise_logistic, 0.0f, 0.0f}};
+    case ActKind::Swish: return {{algorithm::eltwise_swish, 1.0f, 0.0f}};
     case ActKind::Tanh: return {{algorithm::eltwise_tanh, 0.0f, 0.0f}};
     // oneDNN 2.6 has no hard sigmoid: clip(alpha * x + beta, 0, 1).
     case ActKind::HardSigmoid:

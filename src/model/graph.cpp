@@ -38,6 +38,7 @@ std::string_view to_string(ActKind kind) {
     case ActKind::Relu: return "Relu";
     case ActKind::Clip: return "Clip";
     case ActKind::Sigmoid: return "Sigmoid";
+    case ActKind::Swish: return "Swish";
     case ActKind::HardSigmoid: return "HardSigmoid";
     case ActKind::HardSwish: return "HardSwish";
     case ActKind::Tanh: return "Tanh";

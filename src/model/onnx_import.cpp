@@ -267,7 +267,8 @@ private:
         {"GlobalAveragePool", &Importer::global_avgpool},
         {"HardSigmoid",
          [](Importer& im, const Node& n) {
-           im.elementwise(n, {ActKind::HardSigmoid, n.float_attr("alpha", 0.2f), n.float_attr("beta", 0.5f)});
+           const Activation gate = {ActKind::HardSigmoid, n.float_attr("alpha", 0.2f), n.float_attr("beta", 0.5f)};
+           im.gate(n, gate, gate.lo == 1.0f / 6.0f && gate.hi == 0.5f ? ActKind::HardSwish : ActKind::None);
          }},
         {"HardSwish", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::HardSwish}); }},
         {"Identity", [](Importer& im, const Node& n) { im.identity(n, 1); }},
@@ -280,7 +281,7 @@ private:
         {"ReduceMean", &Importer::reduce_mean},
         {"Relu", [](Importer& im, const Node& n) { im.elementwise(n, Activation::relu()); }},
         {"Reshape", &Importer::reshape},
-        {"Sigmoid", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Sigmoid}); }},
+        {"Sigmoid", [](Importer& im, const Node& n) { im.gate(n, {ActKind::Sigmoid}, ActKind::Swish); }},
         {"Softmax", &Importer::softmax},
         {"Sub", [](Importer& im, const Node& n) { im.binary(n, OpKind::Sub); }},
         {"Tanh", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Tanh}); }},
@@ -740,6 +741,32 @@ private:
     emit_activation(node, act);
   }
 
+  // x * gate(x) is one activation where the product has a name: torch exports SiLU as x * sigmoid(x)
+  // (efficientnet) and, before opset 14, hardswish as x * hardsigmoid(x) with alpha 1/6 (mobilenet_v3).
+  // The Mul is taken in, so that the activation can be fused into x's convolution. A gate read by
+  // anything else (a squeeze-and-excitation Mul of another tensor) stays a gate.
+  void gate(const Node& node, Activation gate, ActKind gated) {
+    node.expect_inputs(1, 1);
+    const std::string& output = node.output();
+    const auto uses = consumers_.find(output);
+    if (uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output)) {
+      const int next_index = uses->second.front();
+      const onnx::NodeProto& next = graph_.node(next_index);
+      if (next.op_type() == "Mul" && next.domain().empty() && next.input_size() == 2 && next.output_size() == 1) {
+        const std::string& other = next.input(0) == output ? next.input(1) : next.input(0);
+        if (gated != ActKind::None && other == node.input(0)) {
+          absorbed_.insert(next_index);
+          const Value x = activation(node, 0);
+          Op op = unary_op(OpKind::Activation, x);
+          op.activation = {gated};
+          emit(node, std::move(op), x.rank, next.output(0));
+          return;
+        }
+      }
+    }
+    emit_activation(node, gate);
+  }
+
   void emit_activation(const Node& node, Activation act) {
     const Value x = activation(node, 0);
     Op op = unary_op(OpKind::Activation, x);
@@ -899,7 +926,7 @@ private:
   std::deque<onnx::TensorProto> owned_;  // tensors made from Constant's value_float(s)/value_int(s)
   std::unordered_map<std::string, std::vector<int>> consumers_;  // value name -> indices of reading nodes
   std::unordered_set<std::string> graph_outputs_;
-  std::unordered_set<int> absorbed_;  // Add nodes taken in as the bias of a fully-connected layer
+  std::unordered_set<int> absorbed_;  // Adds taken in as a fully-connected layer's bias, Muls of x * gate(x)
   std::unordered_map<std::string, Padding> padded_;  // Pad outputs: the padded value is the input's
 };
 

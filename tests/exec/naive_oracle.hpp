@@ -21,6 +21,7 @@ inline float activate(const Activation& a, float x) {
     case ActKind::LeakyRelu: return x > 0 ? x : a.lo * x;
     case ActKind::Clip: return std::min(std::max(x, a.lo), a.hi);
     case ActKind::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
+    case ActKind::Swish: return x / (1.0f + std::exp(-x));
     case ActKind::Tanh: return std::tanh(x);
     case ActKind::HardSigmoid: return std::max(0.0f, std::min(1.0f, a.lo * x + a.hi));
     case ActKind::HardSwish: return x * std::max(0.0f, std::min(1.0f, x / 6.0f + 0.5f));

@@ -109,7 +109,7 @@ inline const OpCase kOpCases[] = {
        const Activation all[] = {{ActKind::Relu},           {ActKind::Clip, -0.5f, 0.7f},
                                  {ActKind::Sigmoid},        {ActKind::HardSigmoid, 0.2f, 0.5f},
                                  {ActKind::HardSwish},      {ActKind::Tanh},
-                                 {ActKind::LeakyRelu, 0.01f}};
+                                 {ActKind::LeakyRelu, 0.01f}, {ActKind::Swish}};
        for (const Activation& act : all) {
          outs.push_back(net.activation(cat, act));                             // standalone
          outs.push_back(net.conv(cat, 16, Window::square(1), 1, true, act));  // post-op

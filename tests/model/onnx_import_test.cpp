@@ -379,6 +379,38 @@ TEST_F(OnnxImport, ActivationAttributesArePreserved) {
   EXPECT_EQ(g.ops[4].activation.kind, ActKind::Tanh);
 }
 
+// torch exports SiLU as x * sigmoid(x) and (before opset 14) hardswish as x * hardsigmoid(x) with
+// alpha 1/6: each is one activation on x, which the graph then fuses into x's convolution. A gate
+// that multiplies another tensor (squeeze-and-excitation) or a hard sigmoid of other slope stays.
+TEST_F(OnnxImport, TimesItsOwnGateIsOneActivation) {
+  OnnxModel model;
+  model.input("x", {1, 2, 4, 4}).output("silu").output("hswish").output("scaled").output("other");
+  model.weights("w", {2, 2, 1, 1}, iota(4, 0.5f, 0.1f));
+  model.node("Conv", {"x", "w"}, {"c"}, "conv");
+  model.node("Sigmoid", {"c"}, {"s"}, "sigmoid");
+  model.node("Mul", {"c", "s"}, {"silu"}, "silu_mul");
+  model.node("Conv", {"x", "w"}, {"d"}, "conv2");
+  set_float(model.node("HardSigmoid", {"d"}, {"h"}, "hard"), "alpha", 1.0f / 6.0f);
+  model.node("Mul", {"h", "d"}, {"hswish"}, "hswish_mul");
+  model.node("Sigmoid", {"x"}, {"gate"}, "gate");
+  model.node("Mul", {"d", "gate"}, {"scaled"}, "se");
+  auto& steep = model.node("HardSigmoid", {"x"}, {"steep"}, "steep");
+  set_float(steep, "alpha", 0.2f);
+  model.node("Mul", {"x", "steep"}, {"other"}, "other_mul");
+  const Graph g = import(model);
+  ASSERT_EQ(g.ops.size(), 7u);
+  EXPECT_EQ(g.ops[0].kind, OpKind::Conv);
+  EXPECT_EQ(g.ops[0].activation.kind, ActKind::Swish);
+  EXPECT_EQ(g.tensor(g.ops[0].output).name, "silu");
+  EXPECT_EQ(g.ops[1].kind, OpKind::Conv);  // d feeds the hardswish and the SE Mul: not fused
+  EXPECT_EQ(g.ops[2].activation.kind, ActKind::HardSwish);
+  EXPECT_EQ(g.ops[3].activation.kind, ActKind::Sigmoid);
+  EXPECT_EQ(g.ops[4].kind, OpKind::Mul);
+  EXPECT_EQ(g.ops[5].kind, OpKind::Activation);  // HardSigmoid 0.2, then the Mul
+  EXPECT_EQ(g.ops[5].activation, (Activation{ActKind::HardSigmoid, 0.2f, 0.5f}));
+  EXPECT_EQ(g.ops[6].kind, OpKind::Mul);
+}
+
 // gamma / sqrt(var + eps) scales the conv; (bias - mean) * scale + beta becomes its bias.
 TEST_F(OnnxImport, BatchNormFoldsIntoTheConvolution) {
   OnnxModel model;
