@@ -806,6 +806,24 @@ Kernel FusedProgram::binary_kernel(const Op& op) const {
       activate(p[2], n, act);
       return;
     }
+    // One value per channel against a full tensor (squeeze-and-excitation's scale): unit strides,
+    // so that the compiler vectorises the channel loop.
+    const auto per_channel = [&](const Shape& s) { return s.h == 1 && s.w == 1 && s.c == out.c; };
+    if ((a == out && per_channel(b)) || (b == out && per_channel(a))) {
+      const bool full_first = a == out;
+      const float* channel = full_first ? p[1] : p[0];
+      for (int64_t y = 0; y < count * out.w; ++y) {
+        const float* full = (full_first ? p[0] : p[1]) + y * out.c;
+        float* o = p[2] + y * out.c;
+        if (full_first) {
+          for (int64_t c = 0; c < out.c; ++c) o[c] = apply(full[c], channel[c]);
+        } else {
+          for (int64_t c = 0; c < out.c; ++c) o[c] = apply(channel[c], full[c]);
+        }
+      }
+      activate(p[2], count * row_floats(out), act);
+      return;
+    }
     const auto strides = [&](const Shape& s) {
       return std::array<int64_t, 3>{s.h == 1 ? 0 : row_floats(s), s.w == 1 ? 0 : s.c, s.c == 1 ? 0 : 1};
     };
