@@ -586,7 +586,7 @@ private:
   void add_explicit_padding(const Node& node, Window& window) const {
     const auto found = padded_.find(node.input(0));
     if (found == padded_.end()) return;
-    if (node.string_attr("auto_pad", "NOTSET") != "NOTSET" && node.string_attr("auto_pad", "NOTSET") != "VALID") {
+    if (const std::string auto_pad = node.string_attr("auto_pad", "NOTSET"); auto_pad != "NOTSET" && auto_pad != "VALID") {
       node.fail("reads the zero-padded \"{}\" with auto_pad; SAME padding of padded input is not supported", node.input(0));
     }
     const Padding& p = found->second;
@@ -749,12 +749,12 @@ private:
     node.expect_inputs(1, 1);
     const std::string& output = node.output();
     const auto uses = consumers_.find(output);
-    if (uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output)) {
+    if (gated != ActKind::None && uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output)) {
       const int next_index = uses->second.front();
       const onnx::NodeProto& next = graph_.node(next_index);
       if (next.op_type() == "Mul" && next.domain().empty() && next.input_size() == 2 && next.output_size() == 1) {
         const std::string& other = next.input(0) == output ? next.input(1) : next.input(0);
-        if (gated != ActKind::None && other == node.input(0)) {
+        if (other == node.input(0)) {
           absorbed_.insert(next_index);
           const Value x = activation(node, 0);
           Op op = unary_op(OpKind::Activation, x);
