@@ -32,9 +32,20 @@ std::vector<ReceptiveField> receptive_fields(const Graph& graph) {
   std::vector<ReceptiveField> fields(graph.tensors.size());
   for (const Op& op : graph.ops) {
     ReceptiveField rf = fields[static_cast<size_t>(op.inputs[0])];
+    // Neighbouring outputs of a broadcast op are as far apart as those of its full-sized operand,
+    // not of a per-channel one (a squeeze-and-excitation gate, whose jump is the whole image).
+    const Shape& out = graph.output_of(op).shape;
+    bool full_seen = false;
     for (TensorId in : op.inputs) {
-      rf.size_h = std::max(rf.size_h, fields[static_cast<size_t>(in)].size_h);
-      rf.size_w = std::max(rf.size_w, fields[static_cast<size_t>(in)].size_w);
+      const ReceptiveField& f = fields[static_cast<size_t>(in)];
+      rf.size_h = std::max(rf.size_h, f.size_h);
+      rf.size_w = std::max(rf.size_w, f.size_w);
+      const Shape& shape = graph.tensor(in).shape;
+      if (shape.h == out.h && shape.w == out.w && (!full_seen || f.jump_h < rf.jump_h)) {
+        rf.jump_h = f.jump_h;
+        rf.jump_w = f.jump_w;
+        full_seen = true;
+      }
     }
     const Shape& in = graph.input_of(op).shape;
     switch (op.kind) {

@@ -1,5 +1,6 @@
 #include "occam/analysis.hpp"
 #include "occam/error.hpp"
+#include "occam/model.hpp"
 #include "support/graphs.hpp"
 
 #include <gtest/gtest.h>
@@ -199,6 +200,32 @@ TEST(Analysis, ReceptiveFieldOfVggStages) {
   EXPECT_EQ(a.op(2).receptive_field.size_h, 6);
   EXPECT_EQ(a.op(3).receptive_field.size_h, 10);
   EXPECT_EQ(a.op(3).receptive_field.jump_h, 2);
+}
+
+// Squeeze-and-excitation: Mul(gate, x) with the per-channel gate first (as torch exports
+// `scale * input`). The product's neighbouring rows are x's, one image row apart, not the gate's
+// whole image; taking the gate's jump multiplied it by the height at every block and overflowed
+// int64 in efficientnet_b0 (UBSan).
+TEST(Analysis, BroadcastGatesKeepTheFullOperandsJump) {
+  GraphBuilder b("se_chain", "test");
+  TensorId x = b.input("x", {1, 8, 64, 64});
+  for (int block = 0; block < 24; ++block) {
+    x = b.add(testing::conv_op(fmt::format("conv{}", block), x, 8, 3));
+    const TensorId gate = b.add(testing::nary_op(fmt::format("squeeze{}", block), OpKind::GlobalAvgPool, {x}));
+    x = b.add(testing::nary_op(fmt::format("excite{}", block), OpKind::Mul, {gate, x}));
+  }
+  b.mark_output(x);
+  const Graph g = std::move(b).finish();
+  const Analysis a(g);
+  for (OpId o = 0; o < a.op_count(); ++o) {
+    const ReceptiveField& rf = a.op(o).receptive_field;
+    if (g.op(o).kind == OpKind::GlobalAvgPool) {
+      EXPECT_EQ(rf.jump_h, 64) << g.op(o).name;
+    } else {
+      EXPECT_EQ(rf.jump_h, 1) << g.op(o).name;
+    }
+    EXPECT_LT(rf.size_h, 64 * 64 * 24) << g.op(o).name;
+  }
 }
 
 TEST(Analysis, RejectsBadElementSizes) {
