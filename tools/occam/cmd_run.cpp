@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <numeric>
+#include <string_view>
 
 namespace occam::cli {
 
@@ -181,6 +183,11 @@ int run_model(const RunArgs& args) {
                error, reference_times.min_ms / fused_times.min_ms, reference_times.median_ms / fused_times.median_ms,
                static_cast<double>(reference->memory().activation_peak_bytes()) /
                    static_cast<double>(fused->memory().activation_peak_bytes()));
+    // The speed ratio is only fair at the reference's best; passive waiting is not (bench/exec_bench.cpp).
+    if (const char* policy = std::getenv("OMP_WAIT_POLICY"); policy != nullptr && std::string_view(policy) == "passive") {
+      fmt::print("note      OMP_WAIT_POLICY=passive makes the reference wake a sleeping thread for every primitive; "
+                 "compare speed with it unset or active\n");
+    }
   }
   return 0;
 }
