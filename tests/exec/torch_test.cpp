@@ -125,7 +125,8 @@ TEST_P(TorchViaOnnx, SameLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Torchvision, TorchViaOnnx,
                          ::testing::Values("resnet18", "mobilenet_v2", "googlenet", "densenet121", "mnasnet1_0",
-                                           "efficientnet_b0", "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"),
+                                           "efficientnet_b0", "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf",
+                                           "inception_v3"),
                          [](const auto& info) { return std::string(info.param); });
 
 }  // namespace
