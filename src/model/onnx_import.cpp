@@ -625,9 +625,8 @@ private:
     op.weight = std::move(weight.values);
     std::string output_name = node.output();
     if (!bias) {
-      const auto uses = consumers_.find(output_name);
-      if (uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output_name)) {
-        const int next_index = uses->second.front();
+      if (const std::optional<int> reader = sole_reader(output_name)) {
+        const int next_index = *reader;
         const Node next(graph_.node(next_index), next_index, file_);
         if (next.proto.op_type() == "Add" && next.proto.domain().empty() && next.proto.input_size() == 2) {
           const int other = next.proto.input(0) == output_name ? 1 : 0;
@@ -748,18 +747,13 @@ private:
   void gate(const Node& node, Activation gate, ActKind gated) {
     node.expect_inputs(1, 1);
     const std::string& output = node.output();
-    const auto uses = consumers_.find(output);
-    if (gated != ActKind::None && uses != consumers_.end() && uses->second.size() == 1 && !graph_outputs_.contains(output)) {
-      const int next_index = uses->second.front();
-      const onnx::NodeProto& next = graph_.node(next_index);
+    if (const std::optional<int> reader = sole_reader(output); gated != ActKind::None && reader) {
+      const onnx::NodeProto& next = graph_.node(*reader);
       if (next.op_type() == "Mul" && next.domain().empty() && next.input_size() == 2 && next.output_size() == 1) {
         const std::string& other = next.input(0) == output ? next.input(1) : next.input(0);
         if (other == node.input(0)) {
-          absorbed_.insert(next_index);
-          const Value x = activation(node, 0);
-          Op op = unary_op(OpKind::Activation, x);
-          op.activation = {gated};
-          emit(node, std::move(op), x.rank, next.output(0));
+          absorbed_.insert(*reader);
+          emit_activation(node, {gated}, next.output(0));
           return;
         }
       }
@@ -767,11 +761,20 @@ private:
     emit_activation(node, gate);
   }
 
-  void emit_activation(const Node& node, Activation act) {
+  void emit_activation(const Node& node, Activation act) { emit_activation(node, act, node.output()); }
+  void emit_activation(const Node& node, Activation act, const std::string& output_name) {
     const Value x = activation(node, 0);
     Op op = unary_op(OpKind::Activation, x);
     op.activation = act;
-    emit(node, std::move(op), x.rank);
+    emit(node, std::move(op), x.rank, output_name);
+  }
+
+  // The index of the one node that reads `value`, unless other nodes read it too or it is a graph
+  // output: where a node can take that reader in (a bias Add, the Mul of x * gate(x)).
+  std::optional<int> sole_reader(const std::string& value) const {
+    const auto uses = consumers_.find(value);
+    if (uses == consumers_.end() || uses->second.size() != 1 || graph_outputs_.contains(value)) return std::nullopt;
+    return uses->second.front();
   }
 
   // Bounds are attributes before opset 11 and optional constant inputs from then on. A missing
