@@ -24,8 +24,10 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-Result occam(const std::string& arguments) {
-  const std::string command = std::string(OCCAM_BINARY) + " " + arguments + " 2>&1";
+// `environment`: assignments for `env` (e.g. "OMP_WAIT_POLICY=passive"), or empty.
+Result occam(const std::string& arguments, const std::string& environment = "") {
+  const std::string command =
+      (environment.empty() ? "" : "env " + environment + " ") + std::string(OCCAM_BINARY) + " " + arguments + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
   Result result;
@@ -164,6 +166,19 @@ TEST(Cli, ShapeMismatchNamesTheNode) {
   fs::remove(path);
   expect_clear_error("plan vgg16 --resolution 16x16", "features.");
   expect_clear_error("plan resnet18 --resolution 12xab", "resolution");
+}
+
+// A speed ratio taken with OpenMP's passive waiting is not at the reference's best: --compare says so,
+// and only then.
+TEST(Cli, CompareNamesAPassiveWaitPolicy) {
+  const std::string run = "run dncnn --resolution 24x16 --compare --runs 1 --png /dev/null";
+  const Result passive = occam(run, "OMP_WAIT_POLICY=passive");
+  ASSERT_EQ(passive.exit_code, 0) << passive.output;
+  EXPECT_NE(passive.output.find("OMP_WAIT_POLICY=passive makes the reference wake"), std::string::npos) << passive.output;
+  const Result active = occam(run, "OMP_WAIT_POLICY=active");
+  ASSERT_EQ(active.exit_code, 0) << active.output;
+  EXPECT_EQ(active.output.find("OMP_WAIT_POLICY"), std::string::npos) << active.output;
+  EXPECT_NE(active.output.find("speed fused/reference"), std::string::npos) << active.output;
 }
 
 // `occam run`: the fused executor by a plan, the reference, side by side; bad input in one line.
