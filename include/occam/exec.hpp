@@ -244,6 +244,9 @@ struct PlanMemory {
   int64_t closure_bytes = 0;      // the peak of live rows: closure().bytes
   int64_t boundary_bytes = 0;     // boundary tensors alive at once
   int64_t peak_bytes = 0;         // max over partitions of line buffers + live boundaries
+  // The same with each line buffer rounded up to whole pages, as the executor maps it (twice, so
+  // that windows never wrap): what rows of a few KiB cost beyond the plan.
+  int64_t page_peak_bytes = 0;
   int64_t closure_peak_bytes = 0; // max over partitions of closure + live boundaries
 };
 // Line buffers under the bands the fused executor takes with `options` (FusedOptions::band_bytes).

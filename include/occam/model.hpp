@@ -41,6 +41,8 @@ enum class OpKind : uint8_t {
   Sub,
   Mul,
   Concat,  // along channels
+  Slice,   // a contiguous range of channels: [channel_offset, channel_offset + out_channels)
+  ChannelShuffle,  // ShuffleNet's: channels as a groups x (C / groups) matrix, transposed
   Activation,
   Flatten,
   Softmax,
@@ -94,8 +96,9 @@ struct Op {
   TensorId output = -1;
 
   Window window;  // Conv, MaxPool, AvgPool
-  int64_t out_channels = 0;  // Conv: output channels; Gemm: output features
-  int groups = 1;  // Conv
+  int64_t out_channels = 0;  // Conv: output channels; Gemm: output features; Slice: channels taken
+  int64_t channel_offset = 0;  // Slice: the first input channel taken
+  int groups = 1;  // Conv, ChannelShuffle
   Resolution pooled;  // AdaptiveAvgPool: output size
   bool count_include_pad = false;  // AvgPool
   bool has_bias = false;  // Conv, Gemm: the source op has its own bias

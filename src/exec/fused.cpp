@@ -1009,6 +1009,30 @@ int FusedProgram::host_kernel(OpId id) {
       };
       break;
     }
+    case OpKind::Slice: {
+      const int64_t offset = op.channel_offset;
+      kernel = [=](int64_t, int64_t count, float* const* p) {
+        for (int64_t r = 0; r < count * out.w; ++r) {
+          std::memcpy(p[1] + r * out.c, p[0] + r * in.c + offset, static_cast<size_t>(out.c) * sizeof(float));
+        }
+        activate(p[1], count * row_floats(out), act);
+      };
+      break;
+    }
+    case OpKind::ChannelShuffle: {
+      const int64_t groups = op.groups, per_group = in.c / groups;
+      kernel = [=](int64_t, int64_t count, float* const* p) {
+        for (int64_t r = 0; r < count * out.w; ++r) {
+          const float* s = p[0] + r * in.c;
+          float* d = p[1] + r * out.c;
+          for (int64_t j = 0; j < per_group; ++j) {
+            for (int64_t g = 0; g < groups; ++g) d[j * groups + g] = s[g * per_group + j];
+          }
+        }
+        activate(p[1], count * row_floats(out), act);
+      };
+      break;
+    }
     case OpKind::Flatten:
       // Its one event sees every input row; the output is in NCHW (c, h, w) order.
       kernel = [=](int64_t, int64_t, float* const* p) {

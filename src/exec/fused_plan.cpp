@@ -1,6 +1,7 @@
 // Plans for execution on this CPU, what they say a fused execution holds, and the search for a plan
 // whose measured fused peak fits a memory limit.
 #include "exec/fused_schedule.hpp"
+#include "exec/ring.hpp"
 #include "occam/error.hpp"
 #include "occam/exec.hpp"
 #include "occam/units.hpp"
@@ -34,15 +35,22 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions&
     const OpId first = plan.partitions[p].first_op, last = plan.partitions[p].last_op;
     const SpanClosure closure = analysis.closure(first, last);
     const std::span<const int> span(bands.data() + first, static_cast<size_t>(last - first + 1));
-    const int64_t buffers = std::all_of(span.begin(), span.end(), [](int b) { return b == 1; })
-                                ? closure.buffer_bytes()
-                                : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p)).ring_bytes();
+    const std::vector<LineBuffer> rings =
+        std::all_of(span.begin(), span.end(), [](int b) { return b == 1; })
+            ? closure.buffers
+            : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p)).rings;
+    int64_t buffers = 0, pages = 0;
+    for (const LineBuffer& ring : rings) {
+      buffers += ring.rows * ring.row_bytes;
+      pages += (ring.rows * ring.row_bytes + exec::page_bytes() - 1) / exec::page_bytes() * exec::page_bytes();
+    }
     // Boundary tensors held in memory while the partition runs (the caller's are not counted).
     const int64_t live = exec::live_boundary_bytes(analysis, boundaries, static_cast<int>(p));
     memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, buffers);
     memory.closure_bytes = std::max(memory.closure_bytes, closure.bytes);
     memory.boundary_bytes = std::max(memory.boundary_bytes, live);
     memory.peak_bytes = std::max(memory.peak_bytes, buffers + live);
+    memory.page_peak_bytes = std::max(memory.page_peak_bytes, pages + live);
     memory.closure_peak_bytes = std::max(memory.closure_peak_bytes, closure.bytes + live);
   }
   return memory;

@@ -125,6 +125,8 @@ private:
   void compile_pool(const Op& op);
   void compile_window_average(const Op& op, AxisWindows rows, AxisWindows cols);
   void compile_concat(const Op& op);
+  void compile_slice(const Op& op);
+  void compile_shuffle(const Op& op);
   void compile_activation(OpId id);
   void compile_softmax(OpId id);
   void compile_copy(const Op& op, const Shape& view);
@@ -287,6 +289,8 @@ void Program::compile_op(OpId id) {
       case OpKind::GlobalAvgPool:
       case OpKind::AdaptiveAvgPool: compile_pool(op); break;
       case OpKind::Concat: compile_concat(op); break;
+      case OpKind::Slice: compile_slice(op); break;
+      case OpKind::ChannelShuffle: compile_shuffle(op); break;
       case OpKind::Activation: compile_activation(id); return;
       case OpKind::Softmax: compile_softmax(id); break;
       case OpKind::Flatten: compile_copy(op, graph_.output_of(op).shape); break;
@@ -606,6 +610,39 @@ void Program::compile_concat(const Op& op) {
   }
   args.push_back({DNNL_ARG_DST, dst.value, dst.md});
   add_primitive_step(op.name, dnnl::concat(pd), pd, std::move(args));
+}
+
+// A reorder from a view of the channel range. Only a plain layout has a view at any channel offset
+// (a blocked one is cut at block boundaries), so a blocked input is first reordered to NHWC.
+void Program::compile_slice(const Op& op) {
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  Placement src = *placement_[static_cast<size_t>(op.inputs[0])];
+  if (src.md.data.format_desc.blocking.inner_nblks > 0) src = need(op.inputs[0], {dims_of(in), DataType::f32, Tag::nhwc});
+  const memory::desc view = src.md.submemory_desc(dims_of(out), {0, op.channel_offset, 0, 0});
+  memory::desc wanted = policy_md(out);
+  if (wanted.data.format_kind == dnnl_format_kind_any) wanted = {dims_of(out), DataType::f32, Tag::nhwc};
+  const Placement dst{new_value(wanted), wanted};
+  placement_[static_cast<size_t>(op.output)] = dst;
+  const dnnl::reorder::primitive_desc pd(cpu_engine(), view, cpu_engine(), wanted, user_scratchpad());
+  add_primitive_step(op.name, dnnl::reorder(pd), pd, {{DNNL_ARG_SRC, src.value, view}, {DNNL_ARG_DST, dst.value, wanted}});
+}
+
+// oneDNN's shuffle with group size C / groups is the transpose of a groups x (C / groups) matrix
+// of channels. Its JIT kernels do not take every blocked layout; NHWC rather than its C fallback.
+void Program::compile_shuffle(const Op& op) {
+  const Shape& in = graph_.input_of(op).shape;
+  const auto group_size = static_cast<int>(in.c / op.groups);
+  Placement src = *placement_[static_cast<size_t>(op.inputs[0])];
+  auto pd = dnnl::shuffle_forward::primitive_desc({kInference, src.md, 1, group_size}, cpu_engine(), user_scratchpad());
+  if (is_reference_impl(pd)) {
+    src = need(op.inputs[0], {dims_of(in), DataType::f32, Tag::nhwc});
+    pd = dnnl::shuffle_forward::primitive_desc({kInference, src.md, 1, group_size}, cpu_engine(), user_scratchpad());
+  }
+  const Placement dst{new_value(pd.dst_desc()), pd.dst_desc()};
+  placement_[static_cast<size_t>(op.output)] = dst;
+  add_primitive_step(op.name, dnnl::shuffle_forward(pd), pd,
+                     {{DNNL_ARG_SRC, src.value, src.md}, {DNNL_ARG_DST, dst.value, dst.md}});
 }
 
 void Program::compile_activation(OpId id) {

@@ -24,6 +24,8 @@ std::string_view to_string(OpKind kind) {
     case OpKind::Sub: return "Sub";
     case OpKind::Mul: return "Mul";
     case OpKind::Concat: return "Concat";
+    case OpKind::Slice: return "Slice";
+    case OpKind::ChannelShuffle: return "ChannelShuffle";
     case OpKind::Activation: return "Activation";
     case OpKind::Flatten: return "Flatten";
     case OpKind::Softmax: return "Softmax";
@@ -168,6 +170,21 @@ Shape infer_shape(const Op& op, std::span<const Shape> inputs, std::string_view 
       };
       return {broadcast(a.n, b.n, "N"), broadcast(a.c, b.c, "C"), broadcast(a.h, b.h, "H"), broadcast(a.w, b.w, "W")};
     }
+    case OpKind::Slice: {
+      expect_inputs(1);
+      const Shape& in = inputs[0];
+      if (op.channel_offset < 0 || op.out_channels < 1 || op.channel_offset > in.c - op.out_channels) {
+        fail("{}: channels [{}, {}) are not a non-empty range of the input's {}", describe(where, op),
+             op.channel_offset, op.channel_offset + op.out_channels, in.c);
+      }
+      return {in.n, op.out_channels, in.h, in.w};
+    }
+    case OpKind::ChannelShuffle:
+      expect_inputs(1);
+      if (op.groups < 1 || inputs[0].c % op.groups != 0) {
+        fail("{}: {} channels do not divide into {} groups", describe(where, op), inputs[0].c, op.groups);
+      }
+      return inputs[0];
     case OpKind::Concat: {
       if (inputs.empty()) fail("{}: needs at least one input", describe(where, op));
       Shape out = inputs[0];

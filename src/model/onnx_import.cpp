@@ -107,8 +107,9 @@ public:
     return attr ? attr->f() : fallback;
   }
   std::vector<int64_t> ints_attr(std::string_view key) const {
-    const auto* attr = attribute(key, onnx::AttributeProto::INTS);
-    return attr ? std::vector<int64_t>(attr->ints().begin(), attr->ints().end()) : std::vector<int64_t>{};
+    std::vector<int64_t> values;
+    if (const auto* attr = attribute(key, onnx::AttributeProto::INTS)) values.assign(attr->ints().begin(), attr->ints().end());
+    return values;
   }
   std::string string_attr(std::string_view key, std::string fallback) const {
     const auto* attr = attribute(key, onnx::AttributeProto::STRING);
@@ -129,6 +130,13 @@ public:
 struct Value {
   TensorId id = -1;
   int rank = 4;
+};
+
+// A channel shuffle under way: the 4-D value it shuffles, and whether the Transpose was seen.
+struct PendingShuffle {
+  Value input;
+  int64_t groups = 1;
+  bool transposed = false;
 };
 
 // Zero padding of a value by a Pad node, waiting for the window op that reads it.
@@ -261,8 +269,10 @@ private:
         {"Concat", &Importer::concat},
         {"Constant", &Importer::constant},
         {"Conv", &Importer::conv},
+        {"Div", &Importer::fold_arithmetic},
         {"Dropout", [](Importer& im, const Node& n) { im.identity(n, 3); }},
         {"Flatten", &Importer::flatten},
+        {"Gather", &Importer::gather},
         {"Gemm", &Importer::gemm},
         {"GlobalAveragePool", &Importer::global_avgpool},
         {"HardSigmoid",
@@ -281,10 +291,14 @@ private:
         {"ReduceMean", &Importer::reduce_mean},
         {"Relu", [](Importer& im, const Node& n) { im.elementwise(n, Activation::relu()); }},
         {"Reshape", &Importer::reshape},
+        {"Shape", &Importer::shape_of},
         {"Sigmoid", [](Importer& im, const Node& n) { im.gate(n, {ActKind::Sigmoid}, ActKind::Swish); }},
+        {"Slice", &Importer::slice},
         {"Softmax", &Importer::softmax},
         {"Sub", [](Importer& im, const Node& n) { im.binary(n, OpKind::Sub); }},
         {"Tanh", [](Importer& im, const Node& n) { im.elementwise(n, {ActKind::Tanh}); }},
+        {"Transpose", &Importer::transpose},
+        {"Unsqueeze", &Importer::unsqueeze},
     };
     const std::string& domain = node.proto.domain();
     const auto handler = handlers.find(node.proto.op_type());
@@ -303,6 +317,7 @@ private:
     const std::string& name = node.input(i);
     if (const auto found = activations_.find(name); found != activations_.end()) return found->second;
     if (constants_.contains(name)) node.fail("input \"{}\" is a constant where an activation is expected", name);
+    if (shuffles_.contains(name)) node.fail("input \"{}\" is 5-D; {}", name, kShufflePattern);
     node.fail("input \"{}\" is not defined by a graph input, an initializer or an earlier node", name);
   }
 
@@ -381,15 +396,39 @@ private:
     return result;
   }
 
-  std::vector<int64_t> ints(const Node& node, int i) const {
+  struct IntTensor {
+    std::vector<int64_t> dims;
+    std::vector<int64_t> values;
+  };
+
+  IntTensor int_tensor(const Node& node, int i) const {
     const onnx::TensorProto& tensor = constant_proto(node, i);
     if (tensor.data_type() != onnx::TensorProto::INT64) {
       node.fail("tensor \"{}\" has element type {}, expected INT64", tensor.name(),
                 type_name(tensor.data_type()));
     }
     int64_t count = 0;
-    const std::vector<int64_t> dims = dims_of(node, tensor, count);
-    return decode<int64_t>(node, tensor, dims, count, tensor.int64_data());
+    IntTensor result;
+    result.dims = dims_of(node, tensor, count);
+    result.values = decode<int64_t>(node, tensor, result.dims, count, tensor.int64_data());
+    return result;
+  }
+  std::vector<int64_t> ints(const Node& node, int i) const { return int_tensor(node, i).values; }
+
+  bool is_int_constant(const std::string& name) const {
+    const auto found = constants_.find(name);
+    return found != constants_.end() && found->second->data_type() == onnx::TensorProto::INT64;
+  }
+
+  // The result of a shape computation folded at import: from here on a constant like any initializer.
+  void define_ints(const Node& node, const std::vector<int64_t>& dims, const std::vector<int64_t>& values) {
+    check_new_name(node, node.output());
+    onnx::TensorProto& made = owned_.emplace_back();
+    made.set_name(node.output());
+    made.set_data_type(onnx::TensorProto::INT64);
+    for (const int64_t d : dims) made.add_dims(d);
+    for (const int64_t v : values) made.add_int64_data(v);
+    constants_[node.output()] = &made;
   }
 
   float scalar(const Node& node, int i) {
@@ -399,7 +438,9 @@ private:
   }
 
   void check_new_name(const Node& node, const std::string& name) const {
-    if (activations_.contains(name) || constants_.contains(name)) node.fail("output \"{}\" is already defined", name);
+    if (activations_.contains(name) || constants_.contains(name) || shuffles_.contains(name)) {
+      node.fail("output \"{}\" is already defined", name);
+    }
   }
 
   void emit(const Node& node, Op op, int rank, const std::string& output_name) {
@@ -705,6 +746,10 @@ private:
 
   void binary(const Node& node, OpKind kind) {
     node.expect_inputs(2, 2);
+    if (is_int_constant(node.input(0)) && is_int_constant(node.input(1))) {
+      fold_arithmetic(node);
+      return;
+    }
     for (int i = 0; i < 2; ++i) {
       if (constants_.contains(node.input(i))) {
         node.fail("operand \"{}\" is a constant; only {} of two activations is supported", node.input(i),
@@ -722,6 +767,10 @@ private:
 
   void concat(const Node& node) {
     node.expect_inputs(1, INT_MAX);
+    if (is_int_constant(node.input(0))) {
+      fold_concat(node);
+      return;
+    }
     Op op;
     op.kind = OpKind::Concat;
     const int rank = activation(node, 0).rank;
@@ -841,6 +890,10 @@ private:
   // Only the reshape that flattens an image to (N, C*H*W), as torch writes x.view(N, -1).
   void reshape(const Node& node) {
     node.expect_inputs(2, 2);
+    if (const auto found = shuffles_.find(node.input(0)); found != shuffles_.end() && found->second.transposed) {
+      end_channel_shuffle(node, found->second);
+      return;
+    }
     const Value x = activation(node, 0);
     const std::vector<int64_t> target = ints(node, 1);
     const Shape& in = builder_.shape(x.id);
@@ -852,11 +905,255 @@ private:
       const bool keeps_batch = target[0] == in.n || (target[0] == 0 && zero_copies);
       return (keeps_batch && (target[1] == features || target[1] == -1)) || (target[0] == -1 && target[1] == features);
     };
+    if (target.size() == 5 && x.rank == 4) {
+      begin_channel_shuffle(node, x, target);
+      return;
+    }
     if (!flattens()) {
-      node.fail("reshape of {} to [{}] is not supported; only flattening to [N, -1] or [N, {}] is", in.str(),
-                join(target, ", "), features);
+      node.fail("reshape of {} to [{}] is not supported; only flattening to [N, -1] or [N, {}] and the channel "
+                "shuffle [N, g, C/g, H, W] are",
+                in.str(), join(target, ", "), features);
     }
     emit(node, unary_op(OpKind::Flatten, x), 2);
+  }
+
+  // A Reshape target with its 0s (copies of the input's dimension) and one -1 (what is left) resolved.
+  static std::vector<int64_t> resolve_target(const Node& node, std::vector<int64_t> target,
+                                             const std::vector<int64_t>& in_dims) {
+    const bool zero_copies = node.int_attr("allowzero", 0) == 0;
+    int64_t known = 1, elements = 1;
+    for (const int64_t d : in_dims) elements *= d;
+    int inferred = -1;
+    for (size_t k = 0; k < target.size(); ++k) {
+      if (target[k] == 0 && zero_copies && k < in_dims.size()) target[k] = in_dims[k];
+      if (target[k] == -1 && inferred < 0) {
+        inferred = static_cast<int>(k);
+        continue;
+      }
+      if (target[k] < 1 || target[k] > kMaxElements) node.fail("reshape target [{}] is invalid", join(target, ", "));
+      known *= target[k];
+      if (known > kMaxElements) node.fail("reshape target [{}] is invalid", join(target, ", "));
+    }
+    if (inferred >= 0) {
+      if (elements % known != 0) node.fail("reshape target [{}] does not divide the input's {} elements", join(target, ", "), elements);
+      target[static_cast<size_t>(inferred)] = elements / known;
+    }
+    return target;
+  }
+
+  // ShuffleNet's channel shuffle, as torch exports x.view(N, g, C/g, H, W).transpose(1, 2)
+  // .reshape(N, C, H, W): this Reshape, a Transpose and a Reshape back become one op. The 5-D
+  // values in between are not IR tensors; they wait in shuffles_ for the next step of the pattern.
+  static constexpr std::string_view kShufflePattern =
+      "a 5-D value is supported only inside a channel shuffle: Reshape to [N, g, C/g, H, W], Transpose with perm "
+      "[0, 2, 1, 3, 4], Reshape to [N, C, H, W]";
+
+  void begin_channel_shuffle(const Node& node, Value x, const std::vector<int64_t>& raw_target) {
+    const Shape& in = builder_.shape(x.id);
+    const std::vector<int64_t> target = resolve_target(node, raw_target, {in.n, in.c, in.h, in.w});
+    if (target[0] != in.n || target[3] != in.h || target[4] != in.w || target[1] * target[2] != in.c) {
+      node.fail("reshape of {} to [{}] does not split the channels as [N, g, C/g, H, W]{}; {}", in.str(),
+                join(raw_target, ", "),
+                target[0] != in.n || target[3] != in.h || target[4] != in.w
+                    ? " (the file fixes batch, height and width at export: run it at that size)"
+                    : "",
+                kShufflePattern);
+    }
+    expect_sole_reader(node, "Transpose");
+    check_new_name(node, node.output());
+    shuffles_[node.output()] = {x, target[1], false};
+  }
+
+  void transpose(const Node& node) {
+    node.expect_inputs(1, 1);
+    const auto found = shuffles_.find(node.input(0));
+    if (found == shuffles_.end() || found->second.transposed) {
+      node.fail("a Transpose is supported only inside a channel shuffle (Reshape to [N, g, C/g, H, W], Transpose "
+                "with perm [0, 2, 1, 3, 4], Reshape to [N, C, H, W])");
+    }
+    if (node.ints_attr("perm") != std::vector<int64_t>{0, 2, 1, 3, 4}) {
+      node.fail("perm [{}] is not a channel shuffle's [0, 2, 1, 3, 4]", join(node.ints_attr("perm"), ", "));
+    }
+    expect_sole_reader(node, "Reshape");
+    check_new_name(node, node.output());
+    shuffles_[node.output()] = {found->second.input, found->second.groups, true};
+  }
+
+  void end_channel_shuffle(const Node& node, const PendingShuffle& shuffle) {
+    const Shape& in = builder_.shape(shuffle.input.id);
+    const std::vector<int64_t> in_dims = {in.n, in.c, in.h, in.w};
+    const std::vector<int64_t> target =
+        resolve_target(node, ints(node, 1), {in.n, in.c / shuffle.groups, shuffle.groups, in.h, in.w});
+    if (target != in_dims) {
+      node.fail("reshapes the shuffled channels to [{}], not back to {}; {}", join(target, ", "), in.str(), kShufflePattern);
+    }
+    Op op = unary_op(OpKind::ChannelShuffle, shuffle.input);
+    op.groups = static_cast<int>(shuffle.groups);
+    emit(node, std::move(op), 4);
+  }
+
+  void expect_sole_reader(const Node& node, std::string_view type) const {
+    const std::optional<int> reader = sole_reader(node.output());
+    if (!reader || graph_.node(*reader).op_type() != type || !graph_.node(*reader).domain().empty()) {
+      node.fail("{}; its output is not read by one {} alone", kShufflePattern, type);
+    }
+  }
+
+  // A contiguous range of channels, as torch exports x.chunk(2, dim=1) (ShuffleNet's split).
+  void slice(const Node& node) {
+    const Value x = activation(node, 0, {2, 4});
+    const Shape& in = builder_.shape(x.id);
+    const std::vector<int64_t> dims = x.rank == 4 ? std::vector<int64_t>{in.n, in.c, in.h, in.w}
+                                                  : std::vector<int64_t>{in.n, in.c};
+    std::vector<int64_t> starts, ends, axes, steps;
+    if (opset_ < 10) {
+      node.expect_inputs(1, 1);
+      starts = node.ints_attr("starts");
+      ends = node.ints_attr("ends");
+      axes = node.ints_attr("axes");
+    } else {
+      node.expect_inputs(3, 5);
+      starts = ints(node, 1);
+      ends = ints(node, 2);
+      if (node.has_input(3)) axes = ints(node, 3);
+      if (node.has_input(4)) steps = ints(node, 4);
+    }
+    if (axes.empty()) {
+      for (size_t k = 0; k < starts.size(); ++k) axes.push_back(static_cast<int64_t>(k));
+    }
+    if (steps.empty()) steps.assign(starts.size(), 1);
+    if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
+      node.fail("starts, ends, axes and steps have {}, {}, {} and {} values; they must agree", starts.size(),
+                ends.size(), axes.size(), steps.size());
+    }
+    const auto rank = static_cast<int64_t>(dims.size());
+    int64_t begin = 0, end = in.c;
+    for (size_t k = 0; k < axes.size(); ++k) {
+      const int64_t axis = axes[k] < 0 ? axes[k] + rank : axes[k];
+      if (axis < 0 || axis >= rank) node.fail("axis {} is out of range for a rank-{} input", axes[k], rank);
+      if (steps[k] != 1) node.fail("step {} on axis {} is not supported; only contiguous slices are", steps[k], axis);
+      const int64_t size = dims[static_cast<size_t>(axis)];
+      const auto clamp = [size](int64_t at) { return std::clamp<int64_t>(at < 0 ? at + size : at, 0, size); };
+      const int64_t first = clamp(starts[k]), last = clamp(ends[k]);
+      if (axis == 1) {
+        begin = first;
+        end = last;
+      } else if (first != 0 || last != size) {
+        node.fail("slices axis {} ([{}, {}) of {}); only slices of channels (axis 1) are supported", axis, first, last, size);
+      }
+    }
+    if (end <= begin) node.fail("takes no channels ([{}, {}) of {})", begin, end, in.c);
+    Op op = unary_op(OpKind::Slice, x);
+    op.channel_offset = begin;
+    op.out_channels = end - begin;
+    emit(node, std::move(op), x.rank);
+  }
+
+  // ---- shape arithmetic: torch computes split points from x.size(), which is fixed at import ----
+
+  void shape_of(const Node& node) {
+    node.expect_inputs(1, 1);
+    const Value x = activation(node, 0);
+    const Shape& s = builder_.shape(x.id);
+    const std::vector<int64_t> dims = x.rank == 4 ? std::vector<int64_t>{s.n, s.c, s.h, s.w}
+                                                  : std::vector<int64_t>{s.n, s.c};
+    // Opset 15's start and end take a range of the dimensions.
+    const auto rank = static_cast<int64_t>(dims.size());
+    const auto clamp = [rank](int64_t at) { return std::clamp<int64_t>(at < 0 ? at + rank : at, 0, rank); };
+    const int64_t first = clamp(node.int_attr("start", 0)), last = std::max(first, clamp(node.int_attr("end", rank)));
+    define_ints(node, {last - first}, {dims.begin() + first, dims.begin() + last});
+  }
+
+  void gather(const Node& node) {
+    node.expect_inputs(2, 2);
+    if (!is_int_constant(node.input(0))) {
+      node.fail("gathers from \"{}\"; Gather is supported only on constant integers (shape computations)",
+                node.input(0));
+    }
+    const IntTensor data = int_tensor(node, 0);
+    const IntTensor indices = int_tensor(node, 1);
+    if (data.dims.size() != 1) node.fail("gathers from a {} tensor; only 1-D shape values are supported", dims_str(data.dims));
+    if (node.axis_attr(0, 1) != 0) node.fail("only axis 0 is supported");
+    const auto size = static_cast<int64_t>(data.values.size());
+    std::vector<int64_t> values;
+    for (const int64_t index : indices.values) {
+      if (index < -size || index >= size) node.fail("index {} is out of range for {} values", index, size);
+      values.push_back(data.values[static_cast<size_t>(index < 0 ? index + size : index)]);
+    }
+    define_ints(node, indices.dims, values);
+  }
+
+  void unsqueeze(const Node& node) {
+    node.expect_inputs(1, opset_ < 13 ? 1 : 2);
+    if (!is_int_constant(node.input(0))) {
+      node.fail("unsqueezes \"{}\"; Unsqueeze is supported only on constant integers (shape computations)",
+                node.input(0));
+    }
+    const IntTensor x = int_tensor(node, 0);
+    const std::vector<int64_t> axes = opset_ < 13 ? node.ints_attr("axes") : ints(node, 1);
+    const auto rank = static_cast<int64_t>(x.dims.size() + axes.size());
+    std::vector<bool> inserted(static_cast<size_t>(rank), false);
+    for (const int64_t axis : axes) {
+      const int64_t at = axis < 0 ? axis + rank : axis;
+      if (at < 0 || at >= rank || inserted[static_cast<size_t>(at)]) node.fail("axes [{}] are invalid", join(axes, ", "));
+      inserted[static_cast<size_t>(at)] = true;
+    }
+    std::vector<int64_t> dims;
+    auto kept = x.dims.begin();
+    for (const bool one : inserted) dims.push_back(one ? 1 : *kept++);
+    define_ints(node, dims, x.values);
+  }
+
+  void fold_concat(const Node& node) {
+    if (node.axis_attr(0, 1) != 0) node.fail("only axis 0 is supported when concatenating constant integers");
+    std::vector<int64_t> values;
+    for (int i = 0; i < node.proto.input_size(); ++i) {
+      if (!is_int_constant(node.input(i))) {
+        node.fail("mixes constant integers with \"{}\"; only all-constant shape values can be concatenated on axis 0",
+                  node.input(i));
+      }
+      const IntTensor part = int_tensor(node, i);
+      if (part.dims.size() != 1) node.fail("input \"{}\" is {}, expected 1-D", node.input(i), dims_str(part.dims));
+      values.insert(values.end(), part.values.begin(), part.values.end());
+    }
+    define_ints(node, {static_cast<int64_t>(values.size())}, values);
+  }
+
+  // Add, Sub, Mul or Div of two constant integer tensors (equal shapes, or one of them a single value).
+  void fold_arithmetic(const Node& node) {
+    node.expect_inputs(2, 2);
+    const std::string& type = node.proto.op_type();
+    for (int i = 0; i < 2; ++i) {
+      if (!is_int_constant(node.input(i))) {
+        node.fail("operand \"{}\" is not a constant integer; {} is supported here only on shape values", node.input(i),
+                  type);
+      }
+    }
+    const IntTensor a = int_tensor(node, 0), b = int_tensor(node, 1);
+    if (a.values.size() != b.values.size() && a.values.size() != 1 && b.values.size() != 1) {
+      node.fail("operands {} and {} do not broadcast", dims_str(a.dims), dims_str(b.dims));
+    }
+    const size_t count = std::max(a.values.size(), b.values.size());
+    std::vector<int64_t> values(count);
+    for (size_t k = 0; k < count; ++k) {
+      const int64_t l = a.values[a.values.size() == 1 ? 0 : k], r = b.values[b.values.size() == 1 ? 0 : k];
+      bool overflow = false;
+      if (type == "Add") {
+        overflow = __builtin_add_overflow(l, r, &values[k]);
+      } else if (type == "Sub") {
+        overflow = __builtin_sub_overflow(l, r, &values[k]);
+      } else if (type == "Mul") {
+        overflow = __builtin_mul_overflow(l, r, &values[k]);
+      } else if (r == 0) {
+        node.fail("{} / 0 is undefined", l);
+      } else if (l == INT64_MIN && r == -1) {
+        overflow = true;
+      } else {
+        values[k] = l / r;
+      }
+      if (overflow) node.fail("{} {} {} overflows int64", l, type, r);
+    }
+    define_ints(node, a.values.size() >= b.values.size() ? a.dims : b.dims, values);
   }
 
   // Over channels only: with H = W = 1 every opset's axis convention gives the same result.
@@ -931,6 +1228,7 @@ private:
   std::unordered_set<std::string> graph_outputs_;
   std::unordered_set<int> absorbed_;  // Adds taken in as a fully-connected layer's bias, Muls of x * gate(x)
   std::unordered_map<std::string, Padding> padded_;  // Pad outputs: the padded value is the input's
+  std::unordered_map<std::string, PendingShuffle> shuffles_;  // the 5-D values inside channel shuffles
 };
 
 }  // namespace

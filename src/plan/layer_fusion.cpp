@@ -44,6 +44,8 @@ bool is_local(OpKind kind) {
     case OpKind::Sub:
     case OpKind::Mul:
     case OpKind::Concat:
+    case OpKind::Slice:
+    case OpKind::ChannelShuffle:
     case OpKind::Activation:
     case OpKind::Identity: return true;
     default: return false;

@@ -381,11 +381,13 @@ Graph zoo(const char* model, int64_t h, int64_t w, int64_t batch = 1) {
 
 // Measured peak activation bytes against what the plan says (line buffers + live boundaries, the
 // caller's tensors not counted on either side) plus the share of line buffers reserved for pipeline
-// rows between threads: the executor's own buffers within 10% (page rounding). oneDNN's
-// scratchpad comes on top; it is counted in the peak and reported, but the plan cannot know it
-// (alexnet's 11x11 stride-4 first convolution runs as im2col + GEMM: 152 KB per output row).
+// rows between threads: the executor's own buffers within 10% of that with each line buffer in
+// whole pages (they are mapped twice; rows of a few KiB, as in ShuffleNet at 224x224, round up by a
+// third), and, `exact`, within 10% without the rounding. oneDNN's scratchpad comes on top; it is
+// counted in the peak and reported, but the plan cannot know it (alexnet's 11x11 stride-4 first
+// convolution runs as im2col + GEMM: 152 KB per output row).
 void expect_memory_as_planned(const Graph& graph, const Plan& plan, const Executor& fused,
-                              const FusedOptions& options = {}) {
+                              const FusedOptions& options = {}, bool exact = true) {
   const PlanMemory planned = plan_memory(graph, plan);
   const int64_t buffers = fused.memory().peak_bytes(MemoryUse::Activations);
   const int64_t scratchpad = fused.memory().peak_bytes(MemoryUse::Scratchpad);
@@ -393,9 +395,14 @@ void expect_memory_as_planned(const Graph& graph, const Plan& plan, const Execut
   ::testing::Test::RecordProperty("fused_buffer_bytes", std::to_string(buffers));
   ::testing::Test::RecordProperty("fused_scratchpad_bytes", std::to_string(scratchpad));
   ::testing::Test::RecordProperty("plan_peak_bytes", std::to_string(planned.peak_bytes));
-  EXPECT_LE(static_cast<double>(buffers), 1.1 * (static_cast<double>(planned.peak_bytes) + reserve))
+  EXPECT_LE(static_cast<double>(buffers), 1.1 * (static_cast<double>(planned.page_peak_bytes) + reserve))
       << graph.name << ": " << plan.partitions.size() << " partitions, line buffers " << planned.line_buffer_bytes
-      << " + boundaries " << planned.boundary_bytes;
+      << " + boundaries " << planned.boundary_bytes << ", in whole pages " << planned.page_peak_bytes;
+  if (exact) {
+    EXPECT_LE(static_cast<double>(buffers), 1.1 * (static_cast<double>(planned.peak_bytes) + reserve))
+        << graph.name << ": " << plan.partitions.size() << " partitions, line buffers " << planned.line_buffer_bytes
+        << " + boundaries " << planned.boundary_bytes;
+  }
   EXPECT_EQ(fused.memory().activation_peak_bytes(), buffers + scratchpad);
 }
 
@@ -496,13 +503,13 @@ TEST_P(FusedOnnx, MatchesTheReference) {
   const double error = worst_error(fused->run(inputs), expected);
   RecordProperty("max_relative_error", std::to_string(error));
   EXPECT_LE(error, kTolerance) << plan.partitions.size() << " partitions";
-  expect_memory_as_planned(graph, plan, *fused);
+  expect_memory_as_planned(graph, plan, *fused, {}, !std::string_view(GetParam()).starts_with("shufflenet"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Torchvision, FusedOnnx,
                          ::testing::Values("resnet18", "resnet18_fused", "resnet50", "mobilenet_v2", "googlenet",
                                            "alexnet", "vgg16", "densenet121", "mnasnet1_0", "efficientnet_b0",
-                                           "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"),
+                                           "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf", "shufflenet_v2_x0_5"),
                          [](const auto& info) { return std::string(info.param); });
 
 // ---------------------------------------------------------------------------------------------

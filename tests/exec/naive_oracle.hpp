@@ -200,6 +200,23 @@ inline std::vector<HostTensor> run(const Graph& graph, const std::vector<HostTen
         }
         break;
       }
+      case OpKind::Slice:
+        for (int64_t n = 0; n < y.shape.n; ++n) {
+          const auto begin = x.values.begin() + static_cast<int64_t>(at(x.shape, n, op.channel_offset, 0, 0));
+          std::copy(begin, begin + y.shape.image_elements(), y.values.begin() + static_cast<int64_t>(at(y.shape, n, 0, 0, 0)));
+        }
+        break;
+      case OpKind::ChannelShuffle: {
+        // Output channel j * groups + g is input channel g * (C / groups) + j.
+        const int64_t per_group = x.shape.c / op.groups, plane = x.shape.h * x.shape.w;
+        for (int64_t n = 0; n < y.shape.n; ++n)
+          for (int64_t g = 0; g < op.groups; ++g)
+            for (int64_t j = 0; j < per_group; ++j) {
+              const auto from = x.values.begin() + static_cast<int64_t>(at(x.shape, n, g * per_group + j, 0, 0));
+              std::copy(from, from + plane, y.values.begin() + static_cast<int64_t>(at(y.shape, n, j * op.groups + g, 0, 0)));
+            }
+        break;
+      }
       case OpKind::Activation:
       case OpKind::Flatten:
       case OpKind::Identity: y.values = x.values; break;

@@ -137,6 +137,21 @@ inline const OpCase kOpCases[] = {
        const TensorId y = net.op(OpKind::Add, {net.conv(sum, 16, Window::square(3, 1, 1)), a});
        return std::move(net).finish({y, sum});
      }},
+    {"shufflenet_split_and_shuffle",
+     [] {
+       TestNet net;
+       const TensorId x = net.input({1, 12, 9, 7});
+       // 20 channels: not a whole number of oneDNN's blocks, and split at channel 10, inside a block.
+       const TensorId wide = net.conv(x, 20, Window::square(3, 1, 1), 1, true, Activation::relu());
+       const TensorId kept = net.slice(wide, 0, 10);
+       const TensorId branch = net.conv(net.slice(wide, 10, 10), 10, Window::square(3, 2, 1), 10);
+       const TensorId pointwise = net.conv(net.slice(wide, 10, 10), 10, Window::square(1));
+       const TensorId unit = net.shuffle(net.op(OpKind::Concat, {kept, pointwise}), 2);
+       const TensorId quarters = net.shuffle(wide, 4, {ActKind::LeakyRelu, 0.1f});  // an activation of its own
+       const TensorId of_input = net.shuffle(net.slice(x, 3, 8), 2);  // the caller's tensor, sliced
+       return std::move(net).finish({net.conv(unit, 8, Window::square(3, 1, 1)), branch, quarters, of_input,
+                                     net.slice(net.slice(quarters, 5, 11), 2, 3)});
+     }},
 };
 
 }  // namespace occam::testing

@@ -73,6 +73,20 @@ public:
     return builder_.add(std::move(op));
   }
 
+  TensorId slice(TensorId x, int64_t offset, int64_t channels) {
+    Op op = make(OpKind::Slice, {x});
+    op.channel_offset = offset;
+    op.out_channels = channels;
+    return builder_.add(std::move(op));
+  }
+
+  TensorId shuffle(TensorId x, int groups, Activation act = {}) {
+    Op op = make(OpKind::ChannelShuffle, {x});
+    op.groups = groups;
+    op.activation = act;
+    return builder_.add(std::move(op));
+  }
+
   TensorId op(OpKind kind, std::vector<TensorId> inputs, Activation act = {}) {
     Op op = make(kind, std::move(inputs));
     op.activation = act;

@@ -618,6 +618,128 @@ TEST_F(OnnxImport, PadThatIsNotAWindowsZeroPaddingIsRejected) {
   expect_error(output, {"node \"pad\" (Pad)", "is a graph output"});
 }
 
+// An INT64 Constant node, as torch writes the scalars of its shape arithmetic.
+void constant_ints(OnnxModel& model, const std::string& output, std::initializer_list<int64_t> dims,
+                   std::initializer_list<int64_t> values) {
+  auto& node = model.node("Constant", {}, {output});
+  auto* attr = node.add_attribute();
+  attr->set_name("value");
+  attr->set_type(onnx::AttributeProto::TENSOR);
+  attr->mutable_t()->set_data_type(onnx::TensorProto::INT64);
+  for (int64_t d : dims) attr->mutable_t()->add_dims(d);
+  for (int64_t v : values) attr->mutable_t()->add_int64_data(v);
+}
+
+// ShuffleNet v2 as torch exports it without constant folding: x.chunk(2, dim=1) as two Slices whose
+// split point comes from Shape, Gather, Add, Div and Mul; the channel shuffle as Reshape, Transpose,
+// Reshape, the 5-D target assembled from Constant scalars by Unsqueeze and Concat.
+OnnxModel shufflenet_unit() {
+  OnnxModel model;
+  model.input("x", {1, 6, 4, 4}).output("y");
+  model.node("Shape", {"x"}, {"shape"}, "shape");
+  model.int64s("one", {1});
+  model.int64s("zero", {0});
+  model.int64s("two", {2});
+  model.node("Gather", {"shape", "one"}, {"channels"}, "gather");
+  model.node("Add", {"channels", "one"}, {"rounded"}, "add");
+  model.node("Div", {"rounded", "two"}, {"half"}, "div");
+  model.node("Mul", {"half", "one"}, {"split"}, "mul");
+  model.node("Mul", {"half", "two"}, {"end"}, "mul2");
+  model.node("Slice", {"x", "zero", "split", "one"}, {"kept"}, "slice");
+  model.node("Slice", {"x", "split", "end", "one"}, {"branch_in"}, "slice1");
+  model.weights("w", {3, 3, 1, 1}, iota(9, -0.4f, 0.1f));
+  model.node("Conv", {"branch_in", "w"}, {"branch"}, "conv");
+  set_int(model.node("Concat", {"kept", "branch"}, {"joined"}, "concat"), "axis", 1);
+  const std::pair<const char*, int64_t> dims[] = {{"n", 1}, {"g", 2}, {"per", -1}, {"height", 4}, {"width", 4}};
+  for (const auto& [name, value] : dims) {
+    constant_ints(model, name, {}, {value});
+    model.node("Unsqueeze", {name, "zero"}, {std::string(name) + "_1d"});
+  }
+  set_int(model.node("Concat", {"n_1d", "g_1d", "per_1d", "height_1d", "width_1d"}, {"target"}, "target"), "axis", 0);
+  model.node("Reshape", {"joined", "target"}, {"grouped"}, "reshape");
+  set_ints(model.node("Transpose", {"grouped"}, {"swapped"}, "transpose"), "perm", {0, 2, 1, 3, 4});
+  model.int64s("back", {0, -1, 4, 4});  // defined after the Transpose, as torch writes it
+  model.node("Reshape", {"swapped", "back"}, {"y"}, "reshape1");
+  return model;
+}
+
+TEST_F(OnnxImport, ShuffleNetsSplitAndChannelShuffleBecomeSlicesAndAShuffle) {
+  const Graph g = import(shufflenet_unit());
+  ASSERT_EQ(g.ops.size(), 5u);
+  EXPECT_EQ(g.ops[0].kind, OpKind::Slice);
+  EXPECT_EQ(g.ops[0].channel_offset, 0);
+  EXPECT_EQ(g.ops[0].out_channels, 3);  // (6 + 1) / 2
+  EXPECT_EQ(g.ops[1].kind, OpKind::Slice);
+  EXPECT_EQ(g.ops[1].channel_offset, 3);
+  EXPECT_EQ(g.output_of(g.ops[1]).shape, (Shape{1, 3, 4, 4}));
+  EXPECT_EQ(g.ops[2].kind, OpKind::Conv);
+  EXPECT_EQ(g.ops[3].kind, OpKind::Concat);
+  EXPECT_EQ(g.ops[4].kind, OpKind::ChannelShuffle);
+  EXPECT_EQ(g.ops[4].name, "reshape1");  // the node that completes the pattern
+  EXPECT_EQ(g.ops[4].groups, 2);
+  EXPECT_EQ(g.tensor(g.outputs[0]).name, "y");
+  EXPECT_EQ(g.tensor(g.outputs[0]).shape, (Shape{1, 6, 4, 4}));
+}
+
+TEST_F(OnnxImport, FiveDimensionalValuesOutsideAChannelShuffleAreRejected) {
+  const auto unit_with = [](const std::function<void(onnx::GraphProto&)>& edit) {
+    OnnxModel model = shufflenet_unit();
+    edit(*model.graph());
+    return model;
+  };
+  const auto node_named = [](onnx::GraphProto& graph, const std::string& name) -> onnx::NodeProto& {
+    for (auto& node : *graph.mutable_node()) {
+      if (node.name() == name) return node;
+    }
+    throw std::runtime_error("no node " + name);
+  };
+  expect_error(unit_with([&](onnx::GraphProto& g) { node_named(g, "transpose").mutable_attribute(0)->set_ints(1, 1); }),
+               {"node \"transpose\" (Transpose)", "perm [0, 1, 1, 3, 4] is not a channel shuffle's"});
+  expect_error(unit_with([&](onnx::GraphProto& g) { node_named(g, "reshape1").set_input(1, "target"); }),
+               {"node \"reshape1\" (Reshape)", "not back to 1x6x4x4"});
+  expect_error(unit_with([&](onnx::GraphProto& g) { node_named(g, "transpose").set_input(0, "joined"); }),
+               {"node \"reshape\" (Reshape)", "not read by one Transpose alone"});
+  // A file exported at 4x4 names 4x4 in its shuffle; it cannot run at another size.
+  ModelOptions larger;
+  larger.resolution = Resolution{8, 8};
+  expect_error(shufflenet_unit(), {"node \"reshape\" (Reshape)", "fixes batch, height and width at export"}, larger);
+  OnnxModel alone;
+  alone.input("x", {1, 2, 4, 4}).output("y");
+  set_ints(alone.node("Transpose", {"x"}, {"y"}, "nhwc"), "perm", {0, 2, 3, 1});
+  expect_error(alone, {"node \"nhwc\" (Transpose)", "only inside a channel shuffle"});
+}
+
+TEST_F(OnnxImport, SlicesOtherThanOfChannelsAndShapeArithmeticOnActivationsAreRejected) {
+  const auto slice_of = [](std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int64_t> axes,
+                           std::vector<int64_t> steps) {
+    OnnxModel model;
+    model.input("x", {1, 4, 6, 6}).output("y");
+    model.int64s("starts", starts).int64s("ends", ends).int64s("axes", axes).int64s("steps", steps);
+    model.node("Slice", {"x", "starts", "ends", "axes", "steps"}, {"y"}, "cut");
+    return model;
+  };
+  EXPECT_EQ(import(slice_of({-3}, {INT64_MAX}, {1}, {1})).ops[0].channel_offset, 1);  // ONNX clamps
+  expect_error(slice_of({1}, {3}, {2}, {1}), {"node \"cut\" (Slice)", "slices axis 2", "only slices of channels"});
+  EXPECT_EQ(import(slice_of({0, 0}, {2, 6}, {1, -1}, {1, 1})).ops[0].out_channels, 2);  // all of W: no cut
+  expect_error(slice_of({0}, {4}, {1}, {2}), {"node \"cut\" (Slice)", "step 2"});
+  expect_error(slice_of({3}, {1}, {1}, {1}), {"node \"cut\" (Slice)", "takes no channels"});
+  OnnxModel division;
+  division.input("x", {1, 4, 6, 6}).output("y");
+  division.int64s("four", {4}).int64s("zero", {0});
+  division.node("Div", {"four", "zero"}, {"nothing"}, "div");
+  division.node("Relu", {"x"}, {"y"});
+  expect_error(division, {"node \"div\" (Div)", "4 / 0 is undefined"});
+  OnnxModel divide_activations;
+  divide_activations.input("x", {1, 4, 6, 6}).output("y");
+  divide_activations.node("Div", {"x", "x"}, {"y"}, "ratio");
+  expect_error(divide_activations, {"node \"ratio\" (Div)", "operand \"x\" is not a constant integer"});
+  OnnxModel gather;
+  gather.input("x", {1, 4, 6, 6}).output("y");
+  gather.int64s("index", {1});
+  gather.node("Gather", {"x", "index"}, {"y"}, "pick");
+  expect_error(gather, {"node \"pick\" (Gather)", "only on constant integers"});
+}
+
 // torch's x.mean([2, 3]) (mnasnet's head) is a global average pool.
 TEST_F(OnnxImport, SpatialReduceMeanIsAGlobalAveragePool) {
   OnnxModel model;

@@ -160,11 +160,14 @@ int run_model(const RunArgs& args) {
   if (fused) {
     const PlanMemory planned = plan_memory(graph, plan, fused_options);
     fmt::print("fused:     {}\n", fused->describe());
+    // Page rounding is only worth a mention where rows are small enough for it to show.
+    const bool rounding_shows = static_cast<double>(planned.page_peak_bytes) > 1.02 * static_cast<double>(planned.peak_bytes);
     fmt::print("plan:      {} partition{} at {} per partition; per image {} off-chip (layer by layer {}); "
-               "line buffers {} + boundaries {} = {} (closure {})\n",
+               "line buffers {} + boundaries {} = {} (closure {}){}\n",
                plan.partitions.size(), plan.partitions.size() == 1 ? "" : "s", bytes(plan.capacity_bytes),
                bytes(plan.traffic_bytes), bytes(plan.base_case_bytes), bytes(planned.line_buffer_bytes),
-               bytes(planned.boundary_bytes), bytes(planned.peak_bytes), bytes(planned.closure_peak_bytes));
+               bytes(planned.boundary_bytes), bytes(planned.peak_bytes), bytes(planned.closure_peak_bytes),
+               rounding_shows ? fmt::format("; {} with each line buffer in whole pages", bytes(planned.page_peak_bytes)) : "");
   }
   if (reference) fmt::print("reference: {}\n", reference->describe());
   print_result(graph, (fused ? fused_out : reference_out)[0], args.png);
