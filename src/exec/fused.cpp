@@ -127,6 +127,7 @@ struct Place {
   TensorRole role = TensorRole::None;
   char* base = nullptr;    // line buffer or boundary tensor in the arena
   int64_t ring_bytes = 0;  // line buffers: the circular size
+  int64_t block_offset = -1;  // line buffers: where in the partition's block (others may share it)
   int32_t slot = -1;       // caller tensor (Whole in caller memory, or the source/target of Load/Store)
 };
 
@@ -189,6 +190,7 @@ private:
   [[noreturn]] void fail_op(const Op& op, const std::string& what) const;
   void assign_roles(const Plan& plan);
   void lay_out_memory();
+  ArenaLayout pack_rings(size_t partition) const;
   void compile_steps();
   void calibrate_and_split();
   struct PartitionState;
@@ -491,10 +493,11 @@ void FusedProgram::lay_out_memory() {
   ring_bytes_ = boundary_bytes_ = 0;
   line_buffers_ = 0;
   std::vector<Lifetime> lifetimes;
+  std::vector<ArenaLayout> packed;
   for (size_t p = 0; p < partitions_.size(); ++p) {
     PartitionState& state = partitions_[p];
-    int64_t rings = 0;
-    for (const LineBuffer& b : state.schedule.rings) rings += round(b.rows * b.row_bytes);
+    packed.push_back(pack_rings(p));
+    const int64_t rings = packed.back().bytes;
     if (state.block == 0) {
       // The first layout, before any pipeline rows: the block is fixed here, reserve included.
       state.reserve = threads_ > 1 ? round(static_cast<int64_t>(options_.pipeline_share * static_cast<double>(rings))) : 0;
@@ -523,14 +526,14 @@ void FusedProgram::lay_out_memory() {
   for (size_t p = 0; p < partitions_.size(); ++p) {
     PartitionState& state = partitions_[p];
     state.places.assign(graph_.tensors.size(), Place{});
-    int64_t offset = layout.offsets[p];
-    for (const LineBuffer& b : state.schedule.rings) {
+    for (size_t k = 0; k < state.schedule.rings.size(); ++k) {
+      const LineBuffer& b = state.schedule.rings[k];
       const int64_t size = round(b.rows * b.row_bytes);
-      rings_.emplace_back(arena_.file(), offset, size);
+      rings_.emplace_back(arena_.file(), layout.offsets[p] + packed[p].offsets[k], size);
       Place& place = state.places[static_cast<size_t>(b.tensor)];
       place.base = rings_.back().data();
       place.ring_bytes = size;
-      offset += size;
+      place.block_offset = packed[p].offsets[k];
       ++line_buffers_;
     }
     for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
@@ -547,6 +550,37 @@ void FusedProgram::lay_out_memory() {
       }
     }
   }
+}
+
+// A partition's line buffers placed in its block by lifetime (the first to the last step that
+// touches each, in schedule order), so that buffers never alive at once share bytes: a tensor that
+// must be held whole (the input of a squeeze-and-excitation block, say) lives only while its block
+// runs, not for the whole partition. compute_waits() orders the threads' use of shared bytes.
+ArenaLayout FusedProgram::pack_rings(size_t partition) const {
+  const PartitionState& state = partitions_[partition];
+  std::map<TensorId, size_t> ring_of;
+  for (size_t k = 0; k < state.schedule.rings.size(); ++k) ring_of.emplace(state.schedule.rings[k].tensor, k);
+  std::vector<Lifetime> lifetimes(state.schedule.rings.size(), Lifetime{0, INT_MAX, -1});
+  int first_step = INT_MAX, last_step = -1;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (sources_[i].first != static_cast<int>(partition)) continue;
+    first_step = std::min(first_step, static_cast<int>(i));
+    last_step = std::max(last_step, static_cast<int>(i));
+    for (const Access& a : accesses_[i]) {
+      const auto found = ring_of.find(a.tensor);
+      if (found == ring_of.end()) continue;
+      Lifetime& life = lifetimes[found->second];
+      life.first = std::min(life.first, static_cast<int>(i));
+      life.last = std::max(life.last, static_cast<int>(i));
+    }
+  }
+  const int64_t page = page_bytes();
+  for (size_t k = 0; k < lifetimes.size(); ++k) {
+    const LineBuffer& b = state.schedule.rings[k];
+    lifetimes[k].bytes = (b.rows * b.row_bytes + page - 1) / page * page;
+    if (lifetimes[k].last < 0) lifetimes[k] = {lifetimes[k].bytes, first_step, last_step};  // never touched
+  }
+  return plan_arena(lifetimes, page);
 }
 
 Address FusedProgram::address(const OperandRef& ref) const {
@@ -1376,18 +1410,14 @@ void FusedProgram::add_pipeline_rows() {
     }
     // The split chose cuts whose rows fit the reserve, but Loads and Stores follow the threads of
     // their neighbours: rows beyond the block are not added (the waits keep the threads correct).
-    const int64_t page = page_bytes();
-    const auto round = [&](int64_t bytes) { return (bytes + page - 1) / page * page; };
-    int64_t left = state.block;
-    for (const LineBuffer& b : state.schedule.rings) left -= round(b.rows * b.row_bytes);
     for (LineBuffer& b : state.schedule.rings) {
       const uint32_t mask = threads[static_cast<size_t>(b.tensor)];
       if ((mask & (mask - 1)) == 0) continue;
       const int64_t rows = std::max(b.rows, std::min(b.rows + kPipelineRows, ring_rows_limit(b.tensor)));
-      const int64_t extra = round(rows * b.row_bytes) - round(b.rows * b.row_bytes);
-      if (extra > left) continue;
-      left -= extra;
+      if (rows == b.rows) continue;
+      const int64_t before = b.rows;
       b.rows = rows;
+      if (pack_rings(p).bytes > state.block) b.rows = before;  // shared bytes: the packing decides
     }
   }
 }
@@ -1412,6 +1442,11 @@ void FusedProgram::compute_waits() {
     std::vector<int32_t> last_read;  // per thread: its sequence number + 1, 0 if none
   };
   std::vector<std::vector<RowState>> rows(graph_.tensors.size());
+  // Line buffers of the partition that share bytes (pack_rings), and per tensor and thread the
+  // sequence number + 1 of its last step touching the tensor: a step touching a line buffer comes
+  // after every other thread's last touch of the buffers it shares bytes with.
+  std::vector<std::vector<TensorId>> overlaps(graph_.tensors.size());
+  std::vector<std::vector<int32_t>> touched(graph_.tensors.size(), std::vector<int32_t>(T, 0));
   std::vector<std::vector<int32_t>> waited(T, std::vector<int32_t>(T, 0));  // [thread][other]: already ensured
   std::vector<int32_t> count_before(T, 0);  // per thread: its steps in earlier partitions
   int partition = -1;
@@ -1422,11 +1457,30 @@ void FusedProgram::compute_waits() {
     if (p != partition) {
       partition = p;
       for (auto& r : rows) r.clear();
+      for (auto& o : overlaps) o.clear();
+      for (auto& touch : touched) std::fill(touch.begin(), touch.end(), 0);
+      const PartitionState& state = partitions_[static_cast<size_t>(p)];
+      for (const LineBuffer& a : state.schedule.rings) {
+        const Place& pa = state.places[static_cast<size_t>(a.tensor)];
+        for (const LineBuffer& b : state.schedule.rings) {
+          const Place& pb = state.places[static_cast<size_t>(b.tensor)];
+          if (a.tensor != b.tensor && pa.block_offset < pb.block_offset + pb.ring_bytes &&
+              pb.block_offset < pa.block_offset + pa.ring_bytes) {
+            overlaps[static_cast<size_t>(a.tensor)].push_back(b.tensor);
+          }
+        }
+      }
       for (size_t u = 0; u < T; ++u) count_before[u] = 0;
       for (size_t j = 0; j < i; ++j) ++count_before[static_cast<size_t>(steps_[j].thread)];
     }
     need = count_before;  // a thread's steps in this partition come after every earlier one of others
     for (const Access& a : accesses_[i]) {
+      for (const TensorId other : overlaps[static_cast<size_t>(a.tensor)]) {
+        for (size_t u = 0; u < T; ++u) {
+          if (u != t) need[u] = std::max(need[u], touched[static_cast<size_t>(other)][u]);
+        }
+      }
+      touched[static_cast<size_t>(a.tensor)][t] = seq[i] + 1;
       auto& r = rows[static_cast<size_t>(a.tensor)];
       const int64_t above = zero_rows_[static_cast<size_t>(a.tensor)].above;  // r[y + above]: row y, rows of zeros included
       if (r.empty()) r.assign(static_cast<size_t>(ring_rows_limit(a.tensor)), RowState{-1, std::vector<int32_t>(T, 0)});

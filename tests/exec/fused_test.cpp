@@ -352,6 +352,44 @@ TEST(Fused, EveryThreadSplitMatchesTheReference) {
   EXPECT_GT(balanced, 0) << "no cut was ever evened out by sharing an op's rows";
 }
 
+// Squeeze-and-excitation blocks hold their expanded input whole until its global pool completes.
+Graph squeeze_excitation_chain(int blocks) {
+  testing::TestNet net;
+  TensorId x = net.conv(net.input({2, 8, 24, 20}), 16, Window::square(3, 1, 1), 1, true, Activation::relu());
+  for (int b = 0; b < blocks; ++b) {
+    const TensorId expanded = net.conv(x, 32, Window::square(3, 1, 1), 1, true, {ActKind::Swish});
+    const TensorId pooled = net.op(OpKind::GlobalAvgPool, {expanded});
+    const TensorId squeezed = net.conv(pooled, 8, Window::square(1), 1, true, Activation::relu());
+    const TensorId gate = net.conv(squeezed, 32, Window::square(1), 1, true, {ActKind::Sigmoid});
+    const TensorId excited = net.op(OpKind::Mul, {expanded, gate});
+    x = net.op(OpKind::Add, {net.conv(excited, 16, Window::square(1)), x});
+  }
+  return std::move(net).finish({x});
+}
+
+// Those whole-tensor line buffers live one block at a time, so they share bytes; whichever thread
+// touches shared bytes next waits for the other's last use of them.
+TEST(Fused, LineBuffersNeverAliveTogetherShareBytes) {
+  const Graph graph = squeeze_excitation_chain(6);
+  const Plan plan = single_partition_plan(graph);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected = naive::run(graph, inputs);
+  std::mt19937_64 rng(5);
+  for (int split = 0; split < 8; ++split) {
+    FusedOptions options;
+    options.threads = split == 0 ? 1 : 2;
+    std::uniform_real_distribution<double> cost(0.1, 10.0);
+    for (size_t o = 0; split > 1 && o < graph.ops.size(); ++o) options.op_costs.push_back(cost(rng));
+    const auto fused = compile_fused(graph, plan, options);
+    for (int run = 0; run < 3; ++run) {
+      EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << "split " << split << ": " << fused->describe();
+    }
+    const PlanMemory planned = plan_memory(graph, plan, options);
+    EXPECT_LT(2 * fused->memory().peak_bytes(MemoryUse::Activations), planned.line_buffer_bytes)
+        << "split " << split << ": six whole 24x20x32 tensors, one alive at a time";
+  }
+}
+
 TEST(Fused, OpCostsMustCoverEveryOp) {
   const Graph graph = with_weights(testing::chain({{3, 1, 8}, {3, 1, 8}}, Shape{1, 4, 16, 16}), 1);
   FusedOptions options;
