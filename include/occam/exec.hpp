@@ -240,7 +240,9 @@ Plan single_partition_plan(const Graph& graph);
 // counted): for each partition, its line buffers plus the boundary tensors alive while it runs;
 // the largest over partitions.
 struct PlanMemory {
-  int64_t line_buffer_bytes = 0;  // one circular buffer per tensor: closure().buffers, or as banded
+  // One circular buffer per tensor (closure().buffers, or as banded), placed by lifetime so that
+  // buffers never alive at once share bytes.
+  int64_t line_buffer_bytes = 0;
   int64_t closure_bytes = 0;      // the peak of live rows: closure().bytes
   int64_t boundary_bytes = 0;     // boundary tensors alive at once
   int64_t peak_bytes = 0;         // max over partitions of line buffers + live boundaries

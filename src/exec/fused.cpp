@@ -552,35 +552,10 @@ void FusedProgram::lay_out_memory() {
   }
 }
 
-// A partition's line buffers placed in its block by lifetime (the first to the last step that
-// touches each, in schedule order), so that buffers never alive at once share bytes: a tensor that
-// must be held whole (the input of a squeeze-and-excitation block, say) lives only while its block
-// runs, not for the whole partition. compute_waits() orders the threads' use of shared bytes.
+// A partition's line buffers placed in its block by lifetime (SpanSchedule::packed_rings), in whole
+// pages since each is mapped twice. compute_waits() orders the threads' use of shared bytes.
 ArenaLayout FusedProgram::pack_rings(size_t partition) const {
-  const PartitionState& state = partitions_[partition];
-  std::map<TensorId, size_t> ring_of;
-  for (size_t k = 0; k < state.schedule.rings.size(); ++k) ring_of.emplace(state.schedule.rings[k].tensor, k);
-  std::vector<Lifetime> lifetimes(state.schedule.rings.size(), Lifetime{0, INT_MAX, -1});
-  int first_step = INT_MAX, last_step = -1;
-  for (size_t i = 0; i < steps_.size(); ++i) {
-    if (sources_[i].first != static_cast<int>(partition)) continue;
-    first_step = std::min(first_step, static_cast<int>(i));
-    last_step = std::max(last_step, static_cast<int>(i));
-    for (const Access& a : accesses_[i]) {
-      const auto found = ring_of.find(a.tensor);
-      if (found == ring_of.end()) continue;
-      Lifetime& life = lifetimes[found->second];
-      life.first = std::min(life.first, static_cast<int>(i));
-      life.last = std::max(life.last, static_cast<int>(i));
-    }
-  }
-  const int64_t page = page_bytes();
-  for (size_t k = 0; k < lifetimes.size(); ++k) {
-    const LineBuffer& b = state.schedule.rings[k];
-    lifetimes[k].bytes = (b.rows * b.row_bytes + page - 1) / page * page;
-    if (lifetimes[k].last < 0) lifetimes[k] = {lifetimes[k].bytes, first_step, last_step};  // never touched
-  }
-  return plan_arena(lifetimes, page);
+  return partitions_[partition].schedule.packed_rings(graph_, page_bytes());
 }
 
 Address FusedProgram::address(const OperandRef& ref) const {

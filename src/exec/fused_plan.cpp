@@ -35,15 +35,10 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions&
     const OpId first = plan.partitions[p].first_op, last = plan.partitions[p].last_op;
     const SpanClosure closure = analysis.closure(first, last);
     const std::span<const int> span(bands.data() + first, static_cast<size_t>(last - first + 1));
-    const std::vector<LineBuffer> rings =
-        std::all_of(span.begin(), span.end(), [](int b) { return b == 1; })
-            ? closure.buffers
-            : exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p)).rings;
-    int64_t buffers = 0, pages = 0;
-    for (const LineBuffer& ring : rings) {
-      buffers += ring.rows * ring.row_bytes;
-      pages += (ring.rows * ring.row_bytes + exec::page_bytes() - 1) / exec::page_bytes() * exec::page_bytes();
-    }
+    const exec::SpanSchedule schedule =
+        exec::schedule_span(analysis, first, last, span, exec::partition_roles(graph, plan, boundaries, p));
+    const int64_t buffers = schedule.packed_rings(graph, 64).bytes;
+    const int64_t pages = schedule.packed_rings(graph, exec::page_bytes()).bytes;
     // Boundary tensors held in memory while the partition runs (the caller's are not counted).
     const int64_t live = exec::live_boundary_bytes(analysis, boundaries, static_cast<int>(p));
     memory.line_buffer_bytes = std::max(memory.line_buffer_bytes, buffers);

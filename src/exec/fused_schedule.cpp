@@ -1,9 +1,12 @@
 #include "exec/fused_schedule.hpp"
 
 #include "analysis/rows.hpp"
+#include "exec/ring.hpp"
 #include "occam/error.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <map>
 
 namespace occam::exec {
 
@@ -11,6 +14,34 @@ int64_t SpanSchedule::ring_bytes() const {
   int64_t total = 0;
   for (const LineBuffer& b : rings) total += b.rows * b.row_bytes;
   return total;
+}
+
+ArenaLayout SpanSchedule::packed_rings(const Graph& graph, int64_t alignment) const {
+  std::map<TensorId, size_t> ring_of;
+  for (size_t k = 0; k < rings.size(); ++k) ring_of.emplace(rings[k].tensor, k);
+  std::vector<Lifetime> lifetimes(rings.size(), Lifetime{0, INT_MAX, -1});
+  const auto touch = [&](TensorId t, int step) {
+    const auto found = ring_of.find(t);
+    if (found == ring_of.end()) return;
+    Lifetime& life = lifetimes[found->second];
+    life.first = std::min(life.first, step);
+    life.last = std::max(life.last, step);
+  };
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const FusedStep& step = steps[i];
+    const int at = static_cast<int>(i);
+    if (step.kind == StepKind::Compute) {
+      for (const TensorId t : graph.op(step.op).inputs) touch(t, at);
+      touch(graph.op(step.op).output, at);
+    } else {
+      touch(step.tensor, at);
+    }
+  }
+  for (size_t k = 0; k < rings.size(); ++k) {
+    lifetimes[k].bytes = (rings[k].rows * rings[k].row_bytes + alignment - 1) / alignment * alignment;
+    if (lifetimes[k].last < 0) lifetimes[k] = {lifetimes[k].bytes, 0, static_cast<int>(steps.size())};
+  }
+  return plan_arena(lifetimes, alignment);
 }
 
 namespace {
@@ -293,6 +324,14 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     // rows) and the filters must still fit the plan's capacity once banded.
     const int64_t room = part.fallback == Fallback::None ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes : 0;
     if (room <= 0) continue;
+    const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
+    const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
+    std::vector<int> whole(span.size());
+    for (OpId o = part.first_op; o <= part.last_op; ++o) whole[static_cast<size_t>(o - part.first_op)] = static_cast<int>(events(o));
+    if (schedule_span(analysis, part.first_op, part.last_op, whole, roles).packed_rings(graph, page_bytes()).bytes <= room) {
+      std::copy(whole.begin(), whole.end(), span.begin());
+      continue;
+    }
     struct Candidate {
       OpId op;
       int rows;
@@ -309,8 +348,6 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     if (candidates.empty()) continue;
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
-    const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
-    const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
     const auto ring_bytes = [&] { return schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes(); };
     if (ring_bytes() >= room) continue;
     std::vector<int> conv_bands(span.size(), 1);

@@ -10,6 +10,7 @@
 // steps are exactly span_events and the line buffers exactly closure().buffers.
 #pragma once
 
+#include "exec/arena.hpp"
 #include "occam/analysis.hpp"
 #include "occam/plan.hpp"
 
@@ -44,6 +45,11 @@ struct SpanSchedule {
   std::vector<FusedStep> steps;
   std::vector<LineBuffer> rings;  // every Ring/Loaded/Stored tensor: most rows live at once
   int64_t ring_bytes() const;
+  // The rings placed in one block by lifetime, as the executor places them: each lives from the
+  // first to the last step touching its tensor, and rings never alive at once share bytes (a
+  // tensor held whole for one squeeze-and-excitation block, say, only while that block runs).
+  // Offsets per ring, each ring's bytes rounded up to `alignment`.
+  ArenaLayout packed_rings(const Graph& graph, int64_t alignment) const;
 };
 
 // Rows of zeros a line buffer holds beyond its tensor's top and bottom edges, where the windows of
@@ -94,10 +100,15 @@ std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, st
 constexpr int64_t kFilterBytesPerOutputByte = 8;
 
 // Events per step of every op (indexed by op). band_bytes > 0: as many rows as fit in band_bytes.
-// band_bytes == 0: the automatic bands above, where they fit the plan: a partition takes them
-// greedily, the largest filter-to-row ratio first, as long as its line buffers (re-measured with
-// schedule_span) and its filters fit the plan's capacity. A plan without spare capacity (or a
-// partition with a fallback) runs one row per step.
+// band_bytes == 0: automatic, within the plan's capacity. A partition whose whole tensors fit
+// beside its filters (line buffers of whole tensors, packed by lifetime) runs each op's rows in one
+// step: nothing then goes off chip that row streaming would keep, and both threads share every op
+// instead of passing rows down a pipeline, which is what small images need (a 224x224 net of
+// thousands of one-row steps spends its time between them, and a squeeze-and-excitation block's
+// global pool stalls a pipeline). Otherwise the bands above, taken greedily, the largest
+// filter-to-row ratio first, as long as the line buffers (re-measured with schedule_span) and the
+// filters fit the capacity. A plan without spare capacity (or a partition with a fallback) runs one
+// row per step.
 std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes);
 
 }  // namespace occam::exec
