@@ -1599,11 +1599,21 @@ void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor>
 }
 
 std::string FusedProgram::describe() const {
+  const auto whole = std::count_if(partitions_.begin(), partitions_.end(), [&](const PartitionState& state) {
+    for (OpId o = state.first; o <= state.last; ++o) {
+      if (band_rows_[static_cast<size_t>(o)] != rows::event_count(graph_, graph_.op(o))) return false;
+    }
+    return true;
+  });
   return fmt::format(
-      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}, {} steps ({}), {}, {} line buffers ({} row-blocked), "
+      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked), "
       "{} convolution/pooling band kernels{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
-      partitions_.size() == 1 ? "" : "s", steps_.size(),
+      partitions_.size() == 1 ? "" : "s",
+      whole == 0                ? std::string()
+      : partitions_.size() == 1 ? std::string(" (whole tensors per step: they fit the capacity)")
+                                : fmt::format(" ({} with whole tensors per step: they fit the capacity)", whole),
+      steps_.size(),
       max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_),
       threads_ == 1 ? std::string("one thread") : fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_),
       line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
