@@ -23,7 +23,7 @@ from PIL import Image
 
 MODELS = ["squeezenet1_0", "squeezenet1_1", "densenet121", "mnasnet1_0", "mobilenet_v3_small", "mobilenet_v3_large",
           "efficientnet_b0", "regnet_x_400mf", "regnet_y_400mf", "resnext50_32x4d", "wide_resnet50_2", "resnet34",
-          "vgg11_bn", "inception_v3", "shufflenet_v2_x1_0", "convnext_tiny"]
+          "vgg11_bn", "inception_v3", "shufflenet_v2_x1_0", "efficientnet_v2_s", "convnext_tiny"]
 KWARGS = {"inception_v3": {"aux_logits": False, "init_weights": True}, "googlenet": {"aux_logits": False, "init_weights": True}}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

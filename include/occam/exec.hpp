@@ -258,9 +258,13 @@ struct MemoryLimitedPlan {
   Plan plan;
   int64_t peak_bytes = 0;  // the compiled fused executor's measured activation peak
   int candidates = 0;      // distinct plans considered
+  // FusedOptions::band_bytes the peak was measured with: the caller's, or 1 (one row per step)
+  // where the automatic bands (whole tensors where they fit the capacity) exceeded the limit.
+  int64_t band_bytes = 0;
 };
 // The least-traffic plan (over capacities from the whole network down to a few KiB) whose fused
-// executor, compiled with `options`, has a measured activation peak within limit_bytes. Throws an
+// executor, compiled with `options` (automatic bands, else one row per step), has a measured
+// activation peak within limit_bytes. Throws an
 // Error naming the smallest peak any plan reaches when none fits.
 MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_bytes, const FusedOptions& options = {});
 

@@ -80,6 +80,15 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
     if (a.traffic_bytes != b.traffic_bytes) return a.traffic_bytes < b.traffic_bytes;
     return a.partitions.size() < b.partitions.size();
   });
+  // Automatic bands may spend a plan's capacity on whole tensors; one row per step is the least a
+  // plan can hold, so a plan whose automatic peak is over the limit is tried that way too.
+  std::vector<int64_t> bands = {options.band_bytes};
+  if (options.band_bytes == 0) bands.push_back(1);
+  const auto peak_of = [&](const Plan& plan, int64_t band_bytes) {
+    FusedOptions banded = options;
+    banded.band_bytes = band_bytes;
+    return compile_fused(graph, plan, banded)->memory().activation_peak_bytes();
+  };
   MemoryLimitedPlan result;
   int64_t smallest = std::numeric_limits<int64_t>::max();
   const Plan* smallest_plan = nullptr;
@@ -87,20 +96,23 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
     ++result.candidates;
     // Boundaries alone are a lower bound of the arena: skip compiling plans they already rule out.
     if (plan_memory(graph, plan).boundary_bytes > limit_bytes && smallest_plan != nullptr) continue;
-    const int64_t peak = compile_fused(graph, plan, options)->memory().activation_peak_bytes();
-    if (peak <= limit_bytes) {
-      result.plan = plan;
-      result.peak_bytes = peak;
-      return result;
-    }
-    if (peak < smallest) {
-      smallest = peak;
-      smallest_plan = &plan;
+    for (const int64_t band_bytes : bands) {
+      const int64_t peak = peak_of(plan, band_bytes);
+      if (peak <= limit_bytes) {
+        result.plan = plan;
+        result.peak_bytes = peak;
+        result.band_bytes = band_bytes;
+        return result;
+      }
+      if (peak < smallest) {
+        smallest = peak;
+        smallest_plan = &plan;
+      }
     }
   }
   // None fits: make sure the smallest peak reported is the smallest of all candidates.
   for (const Plan& plan : plans) {
-    const int64_t peak = compile_fused(graph, plan, options)->memory().activation_peak_bytes();
+    const int64_t peak = peak_of(plan, bands.back());
     if (peak < smallest) {
       smallest = peak;
       smallest_plan = &plan;

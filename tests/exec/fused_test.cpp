@@ -702,6 +702,18 @@ TEST(Fused, MemoryLimitPicksAFittingPlanOrNamesTheSmallestPeak) {
   EXPECT_LE(tight.peak_bytes, one_partition);
   // Far too little: an error naming the smallest peak any plan reaches.
   expect_error([&] { plan_under_memory_limit(graph, 1024); }, "smallest measured peak");
+  // The least-traffic plan is still chosen under a limit that only its one-row-per-step execution
+  // fits: the automatic bands give way, not the traffic (resnet18 at 64x64 bands its large filters).
+  const Graph small = zoo("resnet18", 64, 64);
+  const MemoryLimitedPlan best = plan_under_memory_limit(small, int64_t{1} << 40);
+  EXPECT_EQ(best.band_bytes, 0);
+  const int64_t rows_peak = compile_fused(small, best.plan, {0, 1})->memory().activation_peak_bytes();
+  ASSERT_LT(rows_peak, best.peak_bytes);
+  const MemoryLimitedPlan streamed = plan_under_memory_limit(small, rows_peak);
+  EXPECT_EQ(streamed.plan.partitions.size(), best.plan.partitions.size());
+  EXPECT_EQ(streamed.plan.traffic_bytes, best.plan.traffic_bytes);
+  EXPECT_EQ(streamed.band_bytes, 1);
+  EXPECT_EQ(streamed.peak_bytes, rows_peak);
 }
 
 }  // namespace

@@ -64,7 +64,8 @@ void print_result(const Graph& graph, const HostTensor& output, const std::strin
   fmt::print("output image (first of the batch, scaled from its min..max) written to {}\n", path);
 }
 
-Plan choose_plan(const RunArgs& args, const Graph& graph, const FusedOptions& options) {
+// With --memory-limit, also the bands the chosen plan fits with (options.band_bytes).
+Plan choose_plan(const RunArgs& args, const Graph& graph, FusedOptions& options) {
   if (!args.plan.empty()) {
     Plan plan = load_plan(args.plan);
     try {
@@ -80,6 +81,7 @@ Plan choose_plan(const RunArgs& args, const Graph& graph, const FusedOptions& op
                "whose measured peak fits)\n",
                args.memory_limit, chosen.plan.partitions.size(), chosen.plan.partitions.size() == 1 ? "" : "s",
                bytes(chosen.plan.capacity_bytes), chosen.candidates);
+    options.band_bytes = chosen.band_bytes;
     return chosen.plan;
   }
   return plan_for_execution(graph, resolve_capacity(args.sram), graph.tensor(graph.inputs[0]).shape.n);
@@ -118,7 +120,7 @@ int run_model(const RunArgs& args) {
   }
   const Shape& shape = graph.tensor(graph.inputs[0]).shape;
   const std::vector<HostTensor> inputs = {args.input.empty() ? random_input(shape) : load_image(args.input, shape)};
-  const FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
+  FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
                                            parse_layout(args.layout)};
 
