@@ -332,6 +332,23 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
       std::copy(whole.begin(), whole.end(), span.begin());
       continue;
     }
+    int64_t widest_row = 0;
+    for (OpId o = part.first_op; o <= part.last_op; ++o) widest_row = std::max(widest_row, event_bytes(analysis, graph.op(o)));
+    bool uniform = false;
+    for (const int64_t step_bytes : {int64_t{512} << 10, int64_t{256} << 10, int64_t{128} << 10}) {
+      if (widest_row > kSmallRowBytes) break;
+      std::vector<int> banded(span.size());
+      for (OpId o = part.first_op; o <= part.last_op; ++o) {
+        banded[static_cast<size_t>(o - part.first_op)] =
+            static_cast<int>(std::clamp<int64_t>(step_bytes / event_bytes(analysis, graph.op(o)), 1, events(o)));
+      }
+      if (schedule_span(analysis, part.first_op, part.last_op, banded, roles).packed_rings(graph, page_bytes()).bytes <= room) {
+        std::copy(banded.begin(), banded.end(), span.begin());
+        uniform = true;
+        break;
+      }
+    }
+    if (uniform) continue;
     struct Candidate {
       OpId op;
       int rows;

@@ -99,13 +99,21 @@ std::vector<TensorRole> partition_roles(const Graph& graph, const Plan& plan, st
 // do not split their producers' bands again.
 constexpr int64_t kFilterBytesPerOutputByte = 8;
 
+// Rows at most this wide (a 224x224 net's: mobilenet_v2's widest is 43 KiB) do little work per
+// step, so a partition whose whole tensors do not fit its capacity still runs bands of a few hundred
+// KiB where they fit. Wider rows stream one at a time: at 1024x1024 (mobilenet_v2's rows 64-192 KiB)
+// bands of 128 KiB measured 0.69x the reference against 0.92x for single rows, at 1.6x the memory.
+constexpr int64_t kSmallRowBytes = 64 << 10;
+
 // Events per step of every op (indexed by op). band_bytes > 0: as many rows as fit in band_bytes.
 // band_bytes == 0: automatic, within the plan's capacity. A partition whose whole tensors fit
 // beside its filters (line buffers of whole tensors, packed by lifetime) runs each op's rows in one
 // step: nothing then goes off chip that row streaming would keep, and both threads share every op
 // instead of passing rows down a pipeline, which is what small images need (a 224x224 net of
 // thousands of one-row steps spends its time between them, and a squeeze-and-excitation block's
-// global pool stalls a pipeline). Otherwise the bands above, taken greedily, the largest
+// global pool stalls a pipeline). Otherwise, where every row is small (kSmallRowBytes), the same
+// for uniform bands of 512, 256 or 128 KiB per step, the largest that fits. Otherwise the bands
+// above, taken greedily, the largest
 // filter-to-row ratio first, as long as the line buffers (re-measured with schedule_span) and the
 // filters fit the capacity. A plan without spare capacity (or a partition with a fallback) runs one
 // row per step.
