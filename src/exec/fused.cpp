@@ -195,6 +195,7 @@ private:
   void calibrate_and_split();
   struct PartitionState;
   std::vector<int64_t> cut_bytes(const PartitionState& state) const;
+  int64_t straddle_reserve(const PartitionState& state) const;
   void split(PartitionState& state, const std::vector<double>& cost) const;
   void add_pipeline_rows();
   void compute_waits();
@@ -501,6 +502,7 @@ void FusedProgram::lay_out_memory() {
     if (state.block == 0) {
       // The first layout, before any pipeline rows: the block is fixed here, reserve included.
       state.reserve = threads_ > 1 ? round(static_cast<int64_t>(options_.pipeline_share * static_cast<double>(rings))) : 0;
+      if (threads_ == 2) state.reserve = std::max(state.reserve, round(straddle_reserve(state)));
       state.block = rings + state.reserve;
     }
     if (rings > state.block) fail("{}: partition {}'s line buffers outgrew their block ({} > {} bytes)", source_, p, rings, state.block);
@@ -1370,6 +1372,35 @@ void FusedProgram::split(PartitionState& state, const std::vector<double>& cost)
   state.straddle = static_cast<int>(m);
   state.straddle_share = share;
   for (size_t i = 0; i < ops; ++i) state.thread_of[i] = i <= m ? 0 : 1;
+}
+
+// The reserve a partition of few, equal ops (dncnn's 15 middle convolutions) needs for split() to
+// share the middle op's rows between the two threads, where no cut between ops balances them: the
+// pipeline rows on both sides of that op. The costs are the ops' multiply-accumulates (or
+// FusedOptions::op_costs), not measured times, so that the footprint does not depend on timing; at
+// most twice pipeline_share of the line buffers, else nothing beyond pipeline_share.
+int64_t FusedProgram::straddle_reserve(const PartitionState& state) const {
+  const auto ops = static_cast<size_t>(state.last - state.first + 1);
+  if (ops < 2) return 0;
+  std::vector<double> prefix(ops + 1, 0.0);
+  for (size_t i = 0; i < ops; ++i) {
+    const auto o = static_cast<size_t>(state.first) + i;
+    const double cost = options_.op_costs.size() == graph_.ops.size() ? options_.op_costs[o]
+                                                                        : static_cast<double>(op_macs(graph_, graph_.op(static_cast<OpId>(o))));
+    prefix[i + 1] = prefix[i] + std::max(cost, 0.0);
+  }
+  const double half = prefix[ops] / 2;
+  double imbalance = prefix[ops];
+  for (size_t k = 0; k + 1 < ops; ++k) imbalance = std::min(imbalance, std::abs(prefix[k + 1] - half));
+  if (prefix[ops] <= 0 || imbalance < kStraddleImbalance * prefix[ops]) return 0;
+  size_t m = 0;
+  while (m + 1 < ops && prefix[m + 1] <= half) ++m;
+  if (rows::mode_of(graph_, graph_.op(state.first + static_cast<OpId>(m))) == rows::Mode::Accumulate) return 0;
+  const std::vector<int64_t> bytes = cut_bytes(state);
+  const int64_t crossing = (m > 0 ? bytes[m - 1] : 0) + (m + 1 < ops ? bytes[m] : 0);
+  int64_t rings = 0;
+  for (const LineBuffer& b : state.schedule.rings) rings += b.rows * b.row_bytes;
+  return static_cast<double>(crossing) <= 2 * options_.pipeline_share * static_cast<double>(rings) ? crossing : 0;
 }
 
 // Line buffers written by one thread and read by another get kPipelineRows more rows. Bands the

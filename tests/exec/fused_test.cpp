@@ -491,6 +491,22 @@ TEST_P(FusedZoo, MatchesTheReferenceWithThePlannedMemory) {
 
 constexpr int64_t kMiB = 1 << 20;
 
+// dncnn's 17 convolutions of equal cost cannot be cut into two equal groups (8 against 9); the
+// partition reserves the pipeline rows for sharing the middle one's rows, whatever the measured
+// times, so that the threads balance.
+TEST(Fused, EqualOpsThatNoCutBalancesShareTheMiddleOnesRows) {
+  const Graph graph = zoo("dncnn", 64, 64);
+  const Plan plan = single_partition_plan(graph);
+  FusedOptions options;
+  options.threads = 2;
+  options.op_costs.assign(graph.ops.size(), 1.0);
+  const auto fused = compile_fused(graph, plan, options);
+  EXPECT_NE(fused->describe().find("(kernel time 50%/50%)"), std::string::npos) << fused->describe();
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const auto expected = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+  for (int run = 0; run < 2; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance);
+}
+
 // Steps of several rows shared by two threads (each a contiguous part of the rows, with its own
 // primitive): same numbers as the reference, same memory as the plan says.
 TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
