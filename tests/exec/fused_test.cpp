@@ -592,7 +592,8 @@ TEST_P(FusedOnnx, MatchesTheReference) {
 INSTANTIATE_TEST_SUITE_P(Torchvision, FusedOnnx,
                          ::testing::Values("resnet18", "resnet18_fused", "resnet50", "mobilenet_v2", "googlenet",
                                            "alexnet", "vgg16", "densenet121", "mnasnet1_0", "efficientnet_b0",
-                                           "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf", "shufflenet_v2_x0_5"),
+                                           "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf", "shufflenet_v2_x0_5",
+                                           "inception_v3"),
                          [](const auto& info) { return std::string(info.param); });
 
 // ---------------------------------------------------------------------------------------------
