@@ -709,6 +709,40 @@ TEST_F(OnnxImport, FiveDimensionalValuesOutsideAChannelShuffleAreRejected) {
   expect_error(alone, {"node \"nhwc\" (Transpose)", "only inside a channel shuffle"});
 }
 
+// Before opset 10 Slice takes its bounds from attributes, and before opset 13 Unsqueeze its axes;
+// opset 15's Shape can return a range of the dimensions.
+TEST_F(OnnxImport, SliceUnsqueezeAndShapeFollowTheirOpsetsConventions) {
+  OnnxModel old(9);
+  old.input("x", {1, 6, 4, 4}).output("y");
+  auto& cut = old.node("Slice", {"x"}, {"y"}, "cut");
+  set_ints(cut, "starts", {2});
+  set_ints(cut, "ends", {5});
+  set_ints(cut, "axes", {1});
+  const Graph sliced = import(old);
+  ASSERT_EQ(sliced.ops.size(), 1u);
+  EXPECT_EQ(sliced.ops[0].channel_offset, 2);
+  EXPECT_EQ(sliced.output_of(sliced.ops[0]).shape, (Shape{1, 3, 4, 4}));
+
+  OnnxModel eleven(11);
+  eleven.input("x", {1, 6, 4, 4}).output("y");
+  constant_ints(eleven, "three", {}, {3});
+  set_ints(eleven.node("Unsqueeze", {"three"}, {"end"}, "unsqueeze"), "axes", {0});
+  eleven.int64s("zero", {0}).int64s("one", {1});
+  eleven.node("Slice", {"x", "zero", "end", "one"}, {"y"}, "cut");
+  EXPECT_EQ(import(eleven).ops[0].out_channels, 3);
+
+  OnnxModel fifteen(15);
+  fifteen.input("x", {1, 6, 4, 4}).output("y");
+  auto& dims = fifteen.node("Shape", {"x"}, {"hw"}, "shape");
+  set_int(dims, "start", 1);
+  set_int(dims, "end", -2);  // [C]: 6
+  fifteen.int64s("two", {2});
+  fifteen.node("Div", {"hw", "two"}, {"half"}, "div");
+  fifteen.int64s("zero", {0}).int64s("one", {1});
+  fifteen.node("Slice", {"x", "zero", "half", "one"}, {"y"}, "cut");
+  EXPECT_EQ(import(fifteen).ops[0].out_channels, 3);
+}
+
 TEST_F(OnnxImport, SlicesOtherThanOfChannelsAndShapeArithmeticOnActivationsAreRejected) {
   const auto slice_of = [](std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int64_t> axes,
                            std::vector<int64_t> steps) {
