@@ -220,7 +220,7 @@ void add_run_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   command->add_option("--memory-limit", args->memory_limit,
                       "choose the least-traffic plan whose measured fused peak of activation memory fits this size");
-  command->add_option("--band", args->band, "fused: rows per step up to this many output bytes (0: automatic, one row per step except convolutions with large filters where the plan has room; 1B: always one row)")
+  command->add_option("--band", args->band, "fused: rows per step up to this many output bytes (0: automatic within the plan's capacity: whole tensors per step where they fit, bands of 512-128 KiB where rows are small and those fit, several rows for convolutions with large filters, else one row; 1B: always one row, the least memory)")
       ->capture_default_str();
   // Handled before parsing (pipeline_alias); registered so that `occam run --help` shows it.
   static const std::string pipeline_help =
