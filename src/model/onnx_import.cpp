@@ -265,6 +265,7 @@ private:
         {"Add", [](Importer& im, const Node& n) { im.binary(n, OpKind::Add); }},
         {"AveragePool", [](Importer& im, const Node& n) { im.pool(n, OpKind::AvgPool); }},
         {"BatchNormalization", &Importer::batchnorm},
+        {"Cast", &Importer::cast},
         {"Clip", &Importer::clip},
         {"Concat", &Importer::concat},
         {"Constant", &Importer::constant},
@@ -1062,6 +1063,26 @@ private:
     const auto clamp = [rank](int64_t at) { return std::clamp<int64_t>(at < 0 ? at + rank : at, 0, rank); };
     const int64_t first = clamp(node.int_attr("start", 0)), last = std::max(first, clamp(node.int_attr("end", rank)));
     define_ints(node, {last - first}, {dims.begin() + first, dims.begin() + last});
+  }
+
+  // A Cast that changes nothing: an integer shape value to INT64 (torch writes them around the
+  // divisions of a dynamic-axes export), or an activation to FLOAT.
+  void cast(const Node& node) {
+    node.expect_inputs(1, 1);
+    const int64_t to = node.int_attr("to", -1);
+    const std::string& source = node.input(0);
+    if (is_int_constant(source) && to == onnx::TensorProto::INT64) {
+      check_new_name(node, node.output());
+      constants_[node.output()] = constants_.at(source);
+      return;
+    }
+    if (activations_.contains(source) && to == onnx::TensorProto::FLOAT) {
+      const Value x = activation(node, 0);
+      emit(node, unary_op(OpKind::Identity, x), x.rank);
+      return;
+    }
+    node.fail("casts \"{}\" to {}; only integer shape values to INT64 and activations to FLOAT (no-ops) are supported",
+              source, type_name(static_cast<int32_t>(to)));
   }
 
   void gather(const Node& node) {

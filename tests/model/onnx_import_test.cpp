@@ -737,10 +737,19 @@ TEST_F(OnnxImport, SliceUnsqueezeAndShapeFollowTheirOpsetsConventions) {
   set_int(dims, "start", 1);
   set_int(dims, "end", -2);  // [C]: 6
   fifteen.int64s("two", {2});
-  fifteen.node("Div", {"hw", "two"}, {"half"}, "div");
+  fifteen.node("Div", {"hw", "two"}, {"quotient"}, "div");
+  // A dynamic-axes export casts its shape arithmetic to INT64, which it already is.
+  set_int(fifteen.node("Cast", {"quotient"}, {"half"}, "cast"), "to", onnx::TensorProto::INT64);
   fifteen.int64s("zero", {0}).int64s("one", {1});
   fifteen.node("Slice", {"x", "zero", "half", "one"}, {"y"}, "cut");
   EXPECT_EQ(import(fifteen).ops[0].out_channels, 3);
+
+  OnnxModel to_float;
+  to_float.input("x", {1, 6, 4, 4}).output("y");
+  to_float.int64s("two", {2});
+  set_int(to_float.node("Cast", {"two"}, {"real"}, "cast"), "to", onnx::TensorProto::FLOAT);
+  to_float.node("Relu", {"x"}, {"y"});
+  expect_error(to_float, {"node \"cast\" (Cast)", "casts \"two\" to FLOAT"});
 }
 
 TEST_F(OnnxImport, SlicesOtherThanOfChannelsAndShapeArithmeticOnActivationsAreRejected) {
