@@ -1630,11 +1630,15 @@ void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor>
 }
 
 std::string FusedProgram::describe() const {
+  // A partition of one-row tensors (a classifier) takes all its rows at once whatever the bands.
   const auto whole = std::count_if(partitions_.begin(), partitions_.end(), [&](const PartitionState& state) {
+    bool rows = false;
     for (OpId o = state.first; o <= state.last; ++o) {
-      if (band_rows_[static_cast<size_t>(o)] != rows::event_count(graph_, graph_.op(o))) return false;
+      const int64_t events = rows::event_count(graph_, graph_.op(o));
+      if (band_rows_[static_cast<size_t>(o)] != events) return false;
+      rows = rows || events > 1;
     }
-    return true;
+    return rows;
   });
   return fmt::format(
       "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked), "

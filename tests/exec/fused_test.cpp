@@ -507,6 +507,18 @@ TEST(Fused, EqualOpsThatNoCutBalancesShareTheMiddleOnesRows) {
   for (int run = 0; run < 2; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance);
 }
 
+// describe() names the partitions that run whole tensors per step; a classifier partition of
+// one-row tensors is not one of them, so one row per step says none.
+TEST(Fused, DescribesWholeTensorStepsOnlyWhereTheyAreChosen) {
+  const Graph graph = zoo("resnet50", 224, 224);
+  const Plan plan = plan_for_execution(graph, 32 * kMiB);
+  ASSERT_EQ(graph.tensor(graph.ops.back().inputs[0]).shape.h, 1);
+  EXPECT_NE(compile_fused(graph, plan)->describe().find("with whole tensors per step"), std::string::npos);
+  const std::string rows = compile_fused(graph, plan, {0, 1})->describe();
+  EXPECT_EQ(rows.find("whole tensors"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("one row per step"), std::string::npos) << rows;
+}
+
 // Steps of several rows shared by two threads (each a contiguous part of the rows, with its own
 // primitive): same numbers as the reference, same memory as the plan says.
 TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
