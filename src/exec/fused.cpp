@@ -45,6 +45,7 @@
 #include <mutex>
 #include <numeric>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -196,6 +197,12 @@ private:
   struct PartitionState;
   std::vector<int64_t> cut_bytes(const PartitionState& state) const;
   int64_t straddle_reserve(const PartitionState& state) const;
+  struct MiddleOp {
+    size_t index = 0;       // from the partition's first op
+    int64_t crossing = 0;   // pipeline-row bytes on both of its sides (cut_bytes)
+    bool accumulates = false;
+  };
+  MiddleOp middle_op(const PartitionState& state, std::span<const double> prefix, std::span<const int64_t> bytes) const;
   void split(PartitionState& state, const std::vector<double>& cost) const;
   void add_pipeline_rows();
   void compute_waits();
@@ -1360,18 +1367,29 @@ void FusedProgram::split(PartitionState& state, const std::vector<double>& cost)
   if (threads_ != 2 || ops < 2 || prefix[ops] <= 0) return;
   const auto cut_at = static_cast<size_t>(std::find(state.thread_of.begin(), state.thread_of.end(), 1) - state.thread_of.begin());
   const double imbalance = std::abs(prefix[cut_at] - half);
-  size_t m = 0;
-  while (m + 1 < ops && prefix[m + 1] <= half) ++m;
+  const MiddleOp middle = middle_op(state, prefix, bytes);
+  const size_t m = middle.index;
   const double share = (half - prefix[m]) / std::max(cost[static_cast<size_t>(state.first) + m], 1e-30);
-  const int64_t crossing = (m > 0 ? bytes[m - 1] : 0) + (m + 1 < ops ? bytes[m] : 0);
-  // Reductions accumulate every step into one output row: their steps must stay on one thread.
-  const bool accumulates = rows::mode_of(graph_, graph_.op(state.first + static_cast<OpId>(m))) == rows::Mode::Accumulate;
-  if (imbalance < kStraddleImbalance * prefix[ops] || share <= 0.05 || share >= 0.95 || crossing > state.reserve || accumulates) {
+  if (imbalance < kStraddleImbalance * prefix[ops] || share <= 0.05 || share >= 0.95 || middle.crossing > state.reserve ||
+      middle.accumulates) {
     return;
   }
   state.straddle = static_cast<int>(m);
   state.straddle_share = share;
   for (size_t i = 0; i < ops; ++i) state.thread_of[i] = i <= m ? 0 : 1;
+}
+
+// The op across the middle of a partition's cost (`prefix`: running sums over its ops). Reductions
+// accumulate every step into one output row, so their steps cannot be shared between threads.
+FusedProgram::MiddleOp FusedProgram::middle_op(const PartitionState& state, std::span<const double> prefix,
+                                               std::span<const int64_t> bytes) const {
+  const size_t ops = prefix.size() - 1;
+  MiddleOp middle;
+  while (middle.index + 1 < ops && prefix[middle.index + 1] <= prefix[ops] / 2) ++middle.index;
+  const size_t m = middle.index;
+  middle.crossing = (m > 0 ? bytes[m - 1] : 0) + (m + 1 < ops ? bytes[m] : 0);
+  middle.accumulates = rows::mode_of(graph_, graph_.op(state.first + static_cast<OpId>(m))) == rows::Mode::Accumulate;
+  return middle;
 }
 
 // The reserve a partition of few, equal ops (dncnn's 15 middle convolutions) needs for split() to
@@ -1393,14 +1411,10 @@ int64_t FusedProgram::straddle_reserve(const PartitionState& state) const {
   double imbalance = prefix[ops];
   for (size_t k = 0; k + 1 < ops; ++k) imbalance = std::min(imbalance, std::abs(prefix[k + 1] - half));
   if (prefix[ops] <= 0 || imbalance < kStraddleImbalance * prefix[ops]) return 0;
-  size_t m = 0;
-  while (m + 1 < ops && prefix[m + 1] <= half) ++m;
-  if (rows::mode_of(graph_, graph_.op(state.first + static_cast<OpId>(m))) == rows::Mode::Accumulate) return 0;
-  const std::vector<int64_t> bytes = cut_bytes(state);
-  const int64_t crossing = (m > 0 ? bytes[m - 1] : 0) + (m + 1 < ops ? bytes[m] : 0);
-  int64_t rings = 0;
-  for (const LineBuffer& b : state.schedule.rings) rings += b.rows * b.row_bytes;
-  return static_cast<double>(crossing) <= 2 * options_.pipeline_share * static_cast<double>(rings) ? crossing : 0;
+  const MiddleOp middle = middle_op(state, prefix, cut_bytes(state));
+  if (middle.accumulates) return 0;
+  const double rings = static_cast<double>(state.schedule.ring_bytes());
+  return static_cast<double>(middle.crossing) <= 2 * options_.pipeline_share * rings ? middle.crossing : 0;
 }
 
 // Line buffers written by one thread and read by another get kPipelineRows more rows. Bands the
