@@ -1000,12 +1000,21 @@ private:
     }
   }
 
+  // A value's dimensions as ONNX sees them: NCHW, or (N, C) for rank 2.
+  std::vector<int64_t> onnx_dims(Value x) const {
+    const Shape& s = builder_.shape(x.id);
+    return x.rank == 4 ? std::vector<int64_t>{s.n, s.c, s.h, s.w} : std::vector<int64_t>{s.n, s.c};
+  }
+
+  // ONNX's rule for Slice bounds and Shape's start/end: a negative index counts from the end, and
+  // the result is clamped to [0, size].
+  static int64_t clamp_index(int64_t at, int64_t size) { return std::clamp<int64_t>(at < 0 ? at + size : at, 0, size); }
+
   // A contiguous range of channels, as torch exports x.chunk(2, dim=1) (ShuffleNet's split).
   void slice(const Node& node) {
     const Value x = activation(node, 0, {2, 4});
     const Shape& in = builder_.shape(x.id);
-    const std::vector<int64_t> dims = x.rank == 4 ? std::vector<int64_t>{in.n, in.c, in.h, in.w}
-                                                  : std::vector<int64_t>{in.n, in.c};
+    const std::vector<int64_t> dims = onnx_dims(x);
     std::vector<int64_t> starts, ends, axes, steps;
     if (opset_ < 10) {
       node.expect_inputs(1, 1);
@@ -1034,8 +1043,7 @@ private:
       if (axis < 0 || axis >= rank) node.fail("axis {} is out of range for a rank-{} input", axes[k], rank);
       if (steps[k] != 1) node.fail("step {} on axis {} is not supported; only contiguous slices are", steps[k], axis);
       const int64_t size = dims[static_cast<size_t>(axis)];
-      const auto clamp = [size](int64_t at) { return std::clamp<int64_t>(at < 0 ? at + size : at, 0, size); };
-      const int64_t first = clamp(starts[k]), last = clamp(ends[k]);
+      const int64_t first = clamp_index(starts[k], size), last = clamp_index(ends[k], size);
       if (axis == 1) {
         begin = first;
         end = last;
@@ -1054,14 +1062,11 @@ private:
 
   void shape_of(const Node& node) {
     node.expect_inputs(1, 1);
-    const Value x = activation(node, 0);
-    const Shape& s = builder_.shape(x.id);
-    const std::vector<int64_t> dims = x.rank == 4 ? std::vector<int64_t>{s.n, s.c, s.h, s.w}
-                                                  : std::vector<int64_t>{s.n, s.c};
+    const std::vector<int64_t> dims = onnx_dims(activation(node, 0));
     // Opset 15's start and end take a range of the dimensions.
     const auto rank = static_cast<int64_t>(dims.size());
-    const auto clamp = [rank](int64_t at) { return std::clamp<int64_t>(at < 0 ? at + rank : at, 0, rank); };
-    const int64_t first = clamp(node.int_attr("start", 0)), last = std::max(first, clamp(node.int_attr("end", rank)));
+    const int64_t first = clamp_index(node.int_attr("start", 0), rank);
+    const int64_t last = std::max(first, clamp_index(node.int_attr("end", rank), rank));
     define_ints(node, {last - first}, {dims.begin() + first, dims.begin() + last});
   }
 
