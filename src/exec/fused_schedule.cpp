@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <limits>
 #include <map>
 
 namespace occam::exec {
@@ -326,17 +327,14 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     if (room <= 0) continue;
     const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
     const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
-    std::vector<int> whole(span.size());
-    for (OpId o = part.first_op; o <= part.last_op; ++o) whole[static_cast<size_t>(o - part.first_op)] = static_cast<int>(events(o));
-    if (schedule_span(analysis, part.first_op, part.last_op, whole, roles).packed_rings(graph, page_bytes()).bytes <= room) {
-      std::copy(whole.begin(), whole.end(), span.begin());
-      continue;
-    }
+    // Uniform bands, the largest that fits: whole tensors, then, where every row is small, 512, 256
+    // or 128 KiB a step.
     int64_t widest_row = 0;
     for (OpId o = part.first_op; o <= part.last_op; ++o) widest_row = std::max(widest_row, event_bytes(analysis, graph.op(o)));
+    std::vector<int64_t> ladder = {std::numeric_limits<int64_t>::max()};
+    if (widest_row <= kSmallRowBytes) ladder.insert(ladder.end(), {int64_t{512} << 10, int64_t{256} << 10, int64_t{128} << 10});
     bool uniform = false;
-    for (const int64_t step_bytes : {int64_t{512} << 10, int64_t{256} << 10, int64_t{128} << 10}) {
-      if (widest_row > kSmallRowBytes) break;
+    for (const int64_t step_bytes : ladder) {
       std::vector<int> banded(span.size());
       for (OpId o = part.first_op; o <= part.last_op; ++o) {
         banded[static_cast<size_t>(o - part.first_op)] =
