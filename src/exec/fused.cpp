@@ -115,6 +115,17 @@ constexpr int kSpinsBeforeYield = 256;
 // evened out by sharing the rows of the op across the middle.
 constexpr double kStraddleImbalance = 0.01;
 
+// The most uneven share of output channel blocks (largest share x threads / blocks) for which the
+// threads share a whole-tensor convolution by channels rather than by rows in NHWC.
+constexpr double kChannelImbalance = 1.1;
+
+// How a tensor that whole-tensor steps write and read at once lays out its image in its buffer.
+enum class WholeLayout : uint8_t {
+  Rows,     // NHWC rows, as every line buffer holds them
+  Blocked,  // the ISA's channel blocking of the whole image (nChw8c, nChw16c), the reference's layout
+  Planar,   // NCHW: the caller's input image as it is, for first convolutions of fewer channels than a block
+};
+
 // The CPU stream of the calling thread: oneDNN streams are not to be shared by threads that execute
 // at the same time, and on the CPU engine execution is synchronous, so a thread's stream is only
 // the handle its primitive calls go through.
@@ -226,7 +237,22 @@ private:
   };
   Descs window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const;
   void choose_row_layouts();
+  void choose_whole_layouts();
+  bool whole_runs_jit(OpId id, WholeLayout in, WholeLayout out) const;
+  struct WholeDescs {
+    memory::desc src, dst, weights, bias;
+    int64_t src_offset = 0, dst_offset = 0, weight_offset = 0, bias_offset = 0;  // floats
+  };
+  WholeDescs whole_descs(const Op& op, WholeLayout in, int64_t first_channel, int64_t channels) const;
+  std::pair<int64_t, int64_t> channel_share(const Op& op, int32_t share) const;
+  int whole_kernel(OpId id, int32_t share);
+  int offset_kernel(int inner, int64_t src_offset, int64_t dst_offset);
   bool runs_jit(OpId id) const;
+  // A convolution or max pool writing a channel-blocked whole tensor.
+  bool channel_blocked(OpId id) const {
+    const Op& op = graph_.op(id);
+    return (op.kind == OpKind::Conv || op.kind == OpKind::MaxPool) && whole_layout_[static_cast<size_t>(op.output)] == WholeLayout::Blocked;
+  }
   int64_t ring_rows_limit(TensorId t) const;
   int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
   int host_kernel(OpId id);
@@ -247,6 +273,7 @@ private:
   std::vector<int> band_rows_;
   std::vector<bool> row_blocked_;  // per tensor: rows in the ISA's blocked layout, each on its own
   std::vector<ZeroRows> zero_rows_;  // per tensor: rows of zeros its line buffer holds beyond its edges
+  std::vector<WholeLayout> whole_layout_;  // per tensor
   struct PartitionState {
     OpId first = 0, last = 0;
     std::vector<TensorRole> roles;
@@ -277,6 +304,8 @@ private:
   std::vector<std::shared_ptr<PrimitiveCall>> calls_;
   std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t, int32_t>, int> window_kernels_;
   std::map<OpId, int> host_kernels_;
+  std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
+  std::map<int, int> wrapped_;  // kernel -> the primitive kernel it runs: the same thread's scratchpad
   std::vector<Step> steps_;
   std::vector<OperandRef> operand_refs_;
   std::vector<Address> operands_;
@@ -350,6 +379,7 @@ FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOpti
   set_threads(1);
   assign_roles(plan);
   choose_row_layouts();
+  choose_whole_layouts();
   compile_steps();
   lay_out_memory();
   resolve_operands();
@@ -489,6 +519,215 @@ bool FusedProgram::runs_jit(OpId id) const {
   } catch (const dnnl::error&) {
     return false;
   }
+}
+
+// Tensors that whole-tensor steps write and read at once need no rows: they take the reference's
+// channel-blocked layout, whose oneDNN kernels run faster than NHWC ones on the same work (resnet18's
+// convolutions: 15% with AVX2), and two threads then share an op by output channel blocks, each
+// writing a dense part. A tensor is blocked where every op touching it runs whole-tensor steps and
+// takes the layout: a convolution (groups 1 or depthwise) or max pool with a JIT kernel for it on
+// both sides, an elementwise op of equal shapes on all its operands (layout-blind), or a global
+// average pool reading it. A first convolution of a few channels reads the caller's image planar.
+void FusedProgram::choose_whole_layouts() {
+  whole_layout_.assign(graph_.tensors.size(), WholeLayout::Rows);
+  if (std::getenv("OCCAM_NHWC_ROWS") != nullptr) return;
+  const auto whole_step = [&](OpId o) {
+    return band_rows_[static_cast<size_t>(o)] >= rows::event_count(graph_, graph_.op(o));
+  };
+  const auto elementwise = [&](const Op& op) {
+    const Shape& out = graph_.output_of(op).shape;
+    switch (op.kind) {
+      case OpKind::Add:
+      case OpKind::Sub:
+      case OpKind::Mul:
+      case OpKind::Activation:
+      case OpKind::Identity:
+        return std::all_of(op.inputs.begin(), op.inputs.end(), [&](TensorId t) { return graph_.tensor(t).shape == out; });
+      default: return false;
+    }
+  };
+  const auto windowed = [&](const Op& op) {
+    const Shape& in = graph_.input_of(op).shape;
+    const Shape& out = graph_.output_of(op).shape;
+    return op.kind == OpKind::MaxPool ||
+           (op.kind == OpKind::Conv && (op.groups == 1 || (op.groups == in.c && op.groups == out.c)));
+  };
+  const auto loaded_for = [&](TensorId t, OpId reader) {
+    return partitions_[static_cast<size_t>(partition_of_[static_cast<size_t>(reader)])].roles[static_cast<size_t>(t)] ==
+           TensorRole::Loaded;
+  };
+  for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
+    const Tensor& tensor = graph_.tensor(t);
+    if (tensor.consumers.empty() || tensor.shape.h * tensor.shape.w == 1) continue;
+    const bool readers_whole = std::all_of(tensor.consumers.begin(), tensor.consumers.end(), [&](OpId c) { return whole_step(c); });
+    if (!readers_whole) continue;
+    if (tensor.producer < 0) {
+      // The caller's image, loaded into a line buffer (its NCHW is not NHWC) for first convolutions.
+      const bool planar = tensor.shape.c < channel_block() && std::all_of(tensor.consumers.begin(), tensor.consumers.end(), [&](OpId c) {
+        return graph_.op(c).kind == OpKind::Conv && graph_.op(c).groups == 1 && loaded_for(t, c);
+      });
+      if (planar) whole_layout_[static_cast<size_t>(t)] = WholeLayout::Planar;
+      continue;
+    }
+    if (caller_slot(t) >= 0 || tensor.shape.c % channel_block() != 0 || !whole_step(tensor.producer)) continue;
+    const Op& producer = graph_.op(tensor.producer);
+    // The threads share a convolution by whole channel blocks: 3 blocks (mobilenet_v2's 24 channels)
+    // would leave one thread idle a third of the time, where rows split evenly.
+    const int64_t blocks = tensor.shape.c / channel_block();
+    const int64_t most = (blocks + threads_ - 1) / threads_;
+    if (windowed(producer) && static_cast<double>(most * threads_) > kChannelImbalance * static_cast<double>(blocks)) continue;
+    const bool takes = (windowed(producer) || elementwise(producer)) &&
+                       std::all_of(tensor.consumers.begin(), tensor.consumers.end(), [&](OpId c) {
+                         const Op& op = graph_.op(c);
+                         return windowed(op) || elementwise(op) || op.kind == OpKind::GlobalAvgPool;
+                       });
+    if (takes) whole_layout_[static_cast<size_t>(t)] = WholeLayout::Blocked;
+  }
+  // An op whose operands disagree puts them back into rows, until every op agrees with its operands.
+  const auto layout = [&](TensorId t) { return whole_layout_[static_cast<size_t>(t)]; };
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (OpId o = 0; o < static_cast<OpId>(graph_.ops.size()); ++o) {
+      const Op& op = graph_.op(o);
+      std::vector<TensorId> operands(op.inputs.begin(), op.inputs.end());
+      operands.push_back(op.output);
+      bool agree = true;
+      if (elementwise(op)) {
+        agree = std::all_of(operands.begin(), operands.end(), [&](TensorId t) { return layout(t) == layout(op.output); });
+      } else if (windowed(op)) {
+        const WholeLayout in = layout(op.inputs[0]), out = layout(op.output);
+        agree = (in == WholeLayout::Rows && out == WholeLayout::Rows) ||
+                ((in == out || (in == WholeLayout::Planar && out == WholeLayout::Blocked)) && whole_runs_jit(o, in, out));
+      } else if (op.kind != OpKind::GlobalAvgPool) {
+        agree = std::all_of(operands.begin(), operands.end(), [&](TensorId t) { return layout(t) == WholeLayout::Rows; });
+      }
+      if (agree) continue;
+      for (TensorId t : operands) {
+        changed = changed || layout(t) != WholeLayout::Rows;
+        whole_layout_[static_cast<size_t>(t)] = WholeLayout::Rows;
+      }
+    }
+  }
+}
+
+// Whether oneDNN runs a whole-tensor convolution or max pool with these layouts with a JIT kernel.
+bool FusedProgram::whole_runs_jit(OpId id, WholeLayout in, WholeLayout out) const {
+  if (out != WholeLayout::Blocked) return false;
+  const Op& op = graph_.op(id);
+  try {
+    const WholeDescs d = whole_descs(op, in, 0, graph_.output_of(op).shape.c);
+    const Window& win = op.window;
+    const Shape& is = graph_.input_of(op).shape;
+    const Shape& os = graph_.output_of(op).shape;
+    const memory::dims strides{win.stride_h, win.stride_w}, dilates{win.dilation_h - 1, win.dilation_w - 1};
+    const memory::dims pad_l{win.pad_top, win.pad_left};
+    const memory::dims pad_r{effective_pad_end(is.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, os.h),
+                             effective_pad_end(is.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, os.w)};
+    std::string impl;
+    if (op.kind == OpKind::Conv) {
+      const dnnl::convolution_forward::primitive_desc pd(
+          {kInference, algorithm::convolution_direct, d.src, d.weights, d.bias, d.dst, strides, dilates, pad_l, pad_r},
+          user_scratchpad(), cpu_engine());
+      impl = pd.impl_info_str();
+    } else {
+      const dnnl::pooling_v2_forward::primitive_desc pd(
+          {kInference, algorithm::pooling_max, d.src, d.dst, strides, {win.kernel_h, win.kernel_w}, dilates, pad_l, pad_r},
+          user_scratchpad(), cpu_engine());
+      impl = pd.impl_info_str();
+    }
+    return impl.starts_with("jit");
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+// A whole-tensor convolution or max pool on output channels [first_channel, + channels): the input
+// is every channel (a dense convolution) or the same channels (depthwise, pooling), each a dense
+// tensor at an offset of the whole image, since channel blocks (and planar channels) lie one after
+// another; the weights and bias are those of the channels.
+FusedProgram::WholeDescs FusedProgram::whole_descs(const Op& op, WholeLayout in, int64_t first_channel, int64_t channels) const {
+  const Shape& is = graph_.input_of(op).shape;
+  const Shape& os = graph_.output_of(op).shape;
+  const bool per_channel = op.kind == OpKind::MaxPool || op.groups > 1;
+  const Tag src_tag = in == WholeLayout::Planar ? Tag::nchw : blocked_tag();
+  WholeDescs d;
+  d.src = memory::desc({1, per_channel ? channels : is.c, is.h, is.w}, DataType::f32, src_tag);
+  d.dst = memory::desc({1, channels, os.h, os.w}, DataType::f32, blocked_tag());
+  d.src_offset = per_channel ? first_channel * is.h * is.w : 0;
+  d.dst_offset = first_channel * os.h * os.w;
+  if (op.kind == OpKind::Conv) {
+    const Window& win = op.window;
+    d.weights = op.groups > 1 ? memory::desc({channels, 1, 1, win.kernel_h, win.kernel_w}, DataType::f32, Tag::any)
+                              : memory::desc({channels, is.c, win.kernel_h, win.kernel_w}, DataType::f32, Tag::any);
+    d.weight_offset = first_channel * (op.groups > 1 ? 1 : is.c) * win.kernel_h * win.kernel_w;
+    d.bias = memory::desc({channels}, DataType::f32, Tag::x);
+    d.bias_offset = first_channel;
+  }
+  return d;
+}
+
+// Output channels [first, first + count) of thread share `share` of an op whose whole-tensor step
+// the threads share (-1: not shared), in whole channel blocks.
+std::pair<int64_t, int64_t> FusedProgram::channel_share(const Op& op, int32_t share) const {
+  const int64_t channels = graph_.output_of(op).shape.c;
+  if (share < 0) return {0, channels};
+  const int64_t blocks = channels / channel_block();
+  const int64_t shares = std::min<int64_t>(threads_, blocks);
+  const int64_t first = blocks * share / shares, last = blocks * (share + 1) / shares;
+  return {first * channel_block(), (last - first) * channel_block()};
+}
+
+// A whole-tensor convolution or max pool on its channel share, its operands as its tensors' images.
+int FusedProgram::whole_kernel(OpId id, int32_t share) {
+  if (const auto found = whole_kernels_.find({id, share}); found != whole_kernels_.end()) return found->second;
+  const Op& op = graph_.op(id);
+  const Shape& is = graph_.input_of(op).shape;
+  const Shape& os = graph_.output_of(op).shape;
+  const Window& win = op.window;
+  const auto [first, channels] = channel_share(op, share);
+  const WholeDescs d = whole_descs(op, whole_layout_[static_cast<size_t>(op.inputs[0])], first, channels);
+  const memory::dims strides{win.stride_h, win.stride_w}, dilates{win.dilation_h - 1, win.dilation_w - 1};
+  const memory::dims pad_l{win.pad_top, win.pad_left};
+  const memory::dims pad_r{effective_pad_end(is.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, os.h),
+                           effective_pad_end(is.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, os.w)};
+  const std::string channel_range = fmt::format(" (output channels {}..{})", first, first + channels - 1);
+  int kernel = -1;
+  try {
+    dnnl::post_ops ops;
+    append_activation(ops, op.activation);
+    if (op.kind == OpKind::Conv) {
+      const dnnl::convolution_forward::primitive_desc pd(
+          {kInference, algorithm::convolution_direct, d.src, d.weights, d.bias, d.dst, strides, dilates, pad_l, pad_r},
+          user_scratchpad(ops), cpu_engine());
+      const memory::desc user(d.weights.dims(), DataType::f32, op.groups > 1 ? Tag::goihw : Tag::oihw);
+      std::unordered_map<int, memory> fixed;
+      fixed[DNNL_ARG_WEIGHTS] = weights(id, user, op.weight->data() + d.weight_offset, pd.weights_desc(), op.name + " weights" + channel_range);
+      const std::vector<float> no_bias(static_cast<size_t>(channels), 0.0f);
+      fixed[DNNL_ARG_BIAS] = weights(id, d.bias, op.bias ? op.bias->data() + d.bias_offset : no_bias.data(), pd.bias_desc(),
+                                     op.name + " bias" + channel_range);
+      kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, d.src, d.dst, std::move(fixed));
+    } else {
+      const dnnl::pooling_v2_forward::primitive_desc pd(
+          {kInference, algorithm::pooling_max, d.src, d.dst, strides, {win.kernel_h, win.kernel_w}, dilates, pad_l, pad_r},
+          user_scratchpad(ops), cpu_engine());
+      kernel = primitive_kernel(op.name, dnnl::pooling_v2_forward(pd), pd, d.src, d.dst, {});
+    }
+  } catch (const dnnl::error& e) {
+    fail_op(op, fmt::format("oneDNN cannot run it on whole channel-blocked tensors ({})", e.what()));
+  }
+  if (d.src_offset != 0 || d.dst_offset != 0) kernel = offset_kernel(kernel, d.src_offset, d.dst_offset);
+  whole_kernels_.emplace(std::pair{id, share}, kernel);
+  return kernel;
+}
+
+// Runs `inner` (operands: source, destination) at fixed float offsets into its operands.
+int FusedProgram::offset_kernel(int inner, int64_t src_offset, int64_t dst_offset) {
+  const int outer = add_kernel([this, inner, src_offset, dst_offset](int64_t first, int64_t count, float* const* p) {
+    float* const shifted[2] = {p[0] + src_offset, p[1] + dst_offset};
+    kernels_[static_cast<size_t>(inner)](first, count, shifted);
+  });
+  wrapped_.emplace(outer, inner);
+  return outer;
 }
 
 // One arena for everything that streams or crosses a boundary: a block of line buffers per
@@ -668,13 +907,15 @@ int FusedProgram::converting_kernel(const Op& op, int32_t share, int inner, cons
   call->op = op.name;
   call->kernel = static_cast<int>(kernels_.size());
   calls_.push_back(call);
-  return add_kernel([this, inner, row, call = call.get()](int64_t first, int64_t count, float* const* operands) {
+  const int outer = add_kernel([this, inner, row, call = call.get()](int64_t first, int64_t count, float* const* operands) {
     float* const into_row[2] = {operands[0], row};
     kernels_[static_cast<size_t>(inner)](first, count, into_row);
     dnnl_memory_set_data_handle(call->dst, operands[1]);
     const dnnl_status_t status = dnnl_primitive_execute(call->primitive.get(), thread_stream(), 2, call->args.data());
     if (status != dnnl_success) fail("{}: oneDNN failed to reorder the output row of \"{}\" (status {})", source_, call->op, static_cast<int>(status));
   });
+  wrapped_.emplace(outer, inner);
+  return outer;
 }
 
 // One scratchpad per thread that runs primitives needing one, shared by that thread's primitives.
@@ -683,6 +924,9 @@ void FusedProgram::bind_scratchpads() {
   std::vector<bool> needed(static_cast<size_t>(threads_), false);
   std::vector<int> thread_of_kernel(kernels_.size(), 0);
   for (const Step& step : steps_) thread_of_kernel[static_cast<size_t>(step.kernel)] = step.thread;
+  for (auto wrap = wrapped_.rbegin(); wrap != wrapped_.rend(); ++wrap) {  // outer kernels come after their inner ones
+    thread_of_kernel[static_cast<size_t>(wrap->second)] = thread_of_kernel[static_cast<size_t>(wrap->first)];
+  }
   for (const auto& call : calls_) {
     if (call->scratchpad != nullptr) needed[static_cast<size_t>(thread_of_kernel[static_cast<size_t>(call->kernel)])] = true;
   }
@@ -950,6 +1194,25 @@ int FusedProgram::host_kernel(OpId id) {
     case OpKind::Mul: kernel = binary_kernel(op); break;
     case OpKind::Gemm: kernel = gemm_kernel(op); break;
     case OpKind::GlobalAvgPool:
+      if (whole_layout_[static_cast<size_t>(op.inputs[0])] == WholeLayout::Blocked) {
+        // One step over the whole channel-blocked image: a block of channel sums per pixel.
+        const int64_t block = channel_block();
+        kernel = [=](int64_t, int64_t, float* const* p) {
+          float* y = p[1];
+          std::fill(y, y + in.c, 0.0f);
+          for (int64_t b = 0; b < in.c / block; ++b) {
+            const float* s = p[0] + b * in.h * in.w * block;
+            float* sums = y + b * block;
+            for (int64_t i = 0; i < in.h * in.w; ++i) {
+              for (int64_t c = 0; c < block; ++c) sums[c] += s[i * block + c];
+            }
+          }
+          const float scale = 1.0f / static_cast<float>(in.h * in.w);
+          for (int64_t c = 0; c < in.c; ++c) y[c] *= scale;
+          activate(y, in.c, act);
+        };
+        break;
+      }
       kernel = [=](int64_t first, int64_t count, float* const* p) {
         float* y = p[1];
         if (first == 0) std::fill(y, y + in.c, 0.0f);
@@ -1078,6 +1341,17 @@ void FusedProgram::compile_steps() {
     auto& cache = load ? loads : stores;
     if (const auto found = cache.find(t); found != cache.end()) return found->second;
     const Shape s = graph_.tensor(t).shape;
+    if (whole_layout_[static_cast<size_t>(t)] == WholeLayout::Planar) {
+      // Rows [first, first + count) of each channel plane, into the same place of the whole image.
+      const int index = add_kernel([s](int64_t first, int64_t count, float* const* p) {
+        for (int64_t c = 0; c < s.c; ++c) {
+          const int64_t at = (c * s.h + first) * s.w;
+          std::memcpy(p[1] + at, p[0] + at, static_cast<size_t>(count * s.w) * sizeof(float));
+        }
+      });
+      cache.emplace(t, index);
+      return index;
+    }
     Kernel kernel = [s, load](int64_t first, int64_t count, float* const* p) {
       const float* from = p[load ? 0 : 1];
       float* ring = p[load ? 1 : 0];
@@ -1131,6 +1405,12 @@ void FusedProgram::compile_steps() {
           pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, static_cast<int32_t>(h), zeros.below}, -1);
         }
       }
+      if (whole.kind == StepKind::Compute && threads_ > 1 && channel_blocked(whole.op)) {
+        // A whole-tensor step into a channel-blocked tensor: a run of output channel blocks each.
+        const auto blocks = graph_.output_of(graph_.op(whole.op)).shape.c / channel_block();
+        for (int32_t k = 0; k < std::min<int64_t>(threads_, blocks); ++k) pieces.emplace_back(whole, k);
+        continue;
+      }
       const bool splits = whole.kind == StepKind::Compute && threads_ > 1 && whole.count > 1 &&
                           rows::mode_of(graph_, graph_.op(whole.op)) == rows::Mode::Window;
       if (!splits) {
@@ -1160,9 +1440,9 @@ void FusedProgram::compile_steps() {
       } else if (fs.kind != StepKind::Compute) {
         const bool load = fs.kind == StepKind::Load;
         step.kernel = transfer(fs.tensor, load);
-        // The caller tensor's image (row 0), and the line buffer at row `first`.
+        // The caller tensor's image (row 0), and the line buffer at row `first` (a planar image: at its start).
         const OperandRef image{part, fs.tensor, kWholeImage};
-        const OperandRef ring{part, fs.tensor, fs.first};
+        const OperandRef ring{part, fs.tensor, whole_layout_[static_cast<size_t>(fs.tensor)] == WholeLayout::Planar ? 0 : fs.first};
         operand_refs_.push_back(load ? image : ring);
         operand_refs_.push_back(load ? ring : image);
         access.push_back({fs.tensor, fs.first, fs.first + fs.count - 1, load});
@@ -1180,7 +1460,10 @@ void FusedProgram::compile_steps() {
                          effective_pad_end(in.w, w.pad_left, w.pad_right, w.extent_w(), w.stride_w, out.w) > w.pad_right;
         }
         windowed_kernel = windowed && !host_average;
-        if (windowed_kernel) {
+        if (channel_blocked(fs.op)) {
+          step.kernel = whole_kernel(fs.op, share);
+          operand_refs_.push_back({part, op.inputs[0], 0});
+        } else if (windowed_kernel) {
           int64_t src_row = 0;
           step.kernel = window_kernel(fs.op, fs.first, fs.count, share, &src_row);
           operand_refs_.push_back({part, op.inputs[0], src_row});
@@ -1253,6 +1536,7 @@ void FusedProgram::calibrate_and_split() {
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     cost[o] = best * static_cast<double>(rows::event_count(graph_, graph_.op(static_cast<OpId>(o)))) / step.count;
+    if (channel_blocked(static_cast<OpId>(o))) cost[o] *= static_cast<double>(steps_of[o].size());  // each step: a channel share
   }
   // Ops whose bands the threads share are balanced already; the others are cut into groups.
   std::vector<bool> shared(graph_.ops.size(), false);
@@ -1458,7 +1742,9 @@ void FusedProgram::compute_waits() {
     lane.push_back(static_cast<uint32_t>(i));
   }
   struct RowState {
-    int32_t writer = -1;             // step index
+    // Per thread: its step that wrote the row, -1 if none (the threads sharing a channel-blocked step
+    // each write a part of every row).
+    std::vector<int32_t> writer;
     std::vector<int32_t> last_read;  // per thread: its sequence number + 1, 0 if none
   };
   std::vector<std::vector<RowState>> rows(graph_.tensors.size());
@@ -1503,11 +1789,10 @@ void FusedProgram::compute_waits() {
       touched[static_cast<size_t>(a.tensor)][t] = seq[i] + 1;
       auto& r = rows[static_cast<size_t>(a.tensor)];
       const int64_t above = zero_rows_[static_cast<size_t>(a.tensor)].above;  // r[y + above]: row y, rows of zeros included
-      if (r.empty()) r.assign(static_cast<size_t>(ring_rows_limit(a.tensor)), RowState{-1, std::vector<int32_t>(T, 0)});
+      if (r.empty()) r.assign(static_cast<size_t>(ring_rows_limit(a.tensor)), RowState{std::vector<int32_t>(T, -1), std::vector<int32_t>(T, 0)});
       const auto depend_on = [&](const RowState& row) {
-        if (row.writer >= 0 && static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread) != t) {
-          const auto u = static_cast<size_t>(steps_[static_cast<size_t>(row.writer)].thread);
-          need[u] = std::max(need[u], seq[static_cast<size_t>(row.writer)] + 1);
+        for (size_t u = 0; u < T; ++u) {
+          if (u != t && row.writer[u] >= 0) need[u] = std::max(need[u], seq[static_cast<size_t>(row.writer[u])] + 1);
         }
       };
       if (!a.write) {
@@ -1535,7 +1820,7 @@ void FusedProgram::compute_waits() {
           }
         }
       }
-      for (int64_t y = a.lo; y <= a.hi; ++y) r[static_cast<size_t>(y + above)].writer = static_cast<int32_t>(i);
+      for (int64_t y = a.lo; y <= a.hi; ++y) r[static_cast<size_t>(y + above)].writer[t] = static_cast<int32_t>(i);
     }
     steps_[i].wait_begin = static_cast<uint32_t>(waits_.size());
     for (size_t u = 0; u < T; ++u) {
@@ -1655,8 +1940,8 @@ std::string FusedProgram::describe() const {
     return rows;
   });
   return fmt::format(
-      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked), "
-      "{} convolution/pooling band kernels{}",
+      "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked, {} whole "
+      "channel-blocked), {} convolution/pooling band kernels{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s",
       whole == 0                ? std::string()
@@ -1666,6 +1951,7 @@ std::string FusedProgram::describe() const {
       max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_),
       threads_ == 1 ? std::string("one thread") : fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_),
       line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
+      std::count(whole_layout_.begin(), whole_layout_.end(), WholeLayout::Blocked),
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "");
 }
 

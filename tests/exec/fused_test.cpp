@@ -332,7 +332,7 @@ TEST(Fused, ThreadsTakingTurnsAtAConvertedRowKeepTheirOwnStaging) {
   options.pipeline_share = 0.5;
   options.op_costs = {1.0, 3.0};  // the cut leaves 25%/75%: the threads share the second op's rows
   const auto executor = compile_fused(graph, single_partition_plan(graph), options);
-  ASSERT_NE(executor->describe().find("(1 row-blocked)"), std::string::npos) << executor->describe();
+  ASSERT_NE(executor->describe().find("(1 row-blocked,"), std::string::npos) << executor->describe();
   ASSERT_NE(executor->describe().find("(kernel time 50%/50%)"), std::string::npos) << executor->describe();
   for (int run = 0; run < 20; ++run) EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance) << "run " << run;
 }
@@ -535,6 +535,44 @@ TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
   expect_memory_as_planned(graph, plan, *fused, options);
 }
 
+// The number before "whole channel-blocked" in a fused executor's description.
+int channel_blocked_tensors(const Executor& fused) {
+  const std::string text = fused.describe();
+  const size_t at = text.find(" whole channel-blocked)");
+  if (at == std::string::npos) return -1;
+  return std::stoi(text.substr(text.rfind(' ', at - 1) + 1));
+}
+
+// Tensors that whole-tensor steps write and read at once take oneDNN's channel-blocked layout, and
+// two threads share such a step by output channel blocks, each writing a part of every row: the
+// reference's numbers on every run, memory as planned. Where the blocks would not split evenly
+// (mobilenet_v2's 24 channels: 3 blocks), two threads keep NHWC rows and split them; one thread
+// takes the blocked layout there too.
+TEST(Fused, WholeTensorStepsTakeTheChannelBlockedLayout) {
+  for (const char* model : {"resnet18", "mobilenet_v2"}) {
+    const Graph graph = zoo(model, 96, 96);
+    const Plan plan = plan_for_execution(graph, 32 * kMiB);
+    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+    const std::vector<HostTensor> expected =
+        compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+    for (int threads : {1, 2}) {
+      FusedOptions options;
+      options.threads = threads;
+      const auto fused = compile_fused(graph, plan, options);
+      const int blocked = channel_blocked_tensors(*fused);
+      if (std::string(model) == "mobilenet_v2" && threads == 2) {
+        EXPECT_EQ(blocked, 0) << fused->describe();
+      } else {
+        EXPECT_GE(blocked, 20) << fused->describe();
+      }
+      for (int run = 0; run < 3; ++run) {
+        EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << model << ", " << threads << " threads, run " << run;
+      }
+      expect_memory_as_planned(graph, plan, *fused, options);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Zoo, FusedZoo,
     ::testing::Values(ZooCase{"alexnet", 224, 224, 0}, ZooCase{"vgg16", 224, 224, 0}, ZooCase{"resnet18", 224, 224, 0},
@@ -679,7 +717,7 @@ TEST(Fused, StackedRowsKeepOneCopyOfTheFiltersAtAnyCapacity) {
     const int64_t growth = fused->memory().peak_bytes(MemoryUse::Weights) - plan.partitions[0].filter_bytes;
     EXPECT_LE(growth, plan.partitions[0].filter_bytes / 50) << fused->describe();
     if (capacity < 64 * kMiB) {
-      EXPECT_NE(fused->describe().find("(16 row-blocked)"), std::string::npos) << fused->describe();
+      EXPECT_NE(fused->describe().find("(16 row-blocked,"), std::string::npos) << fused->describe();
     }
   }
 }
