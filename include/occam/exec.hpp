@@ -194,6 +194,22 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
 // ---------------------------------------------------------------------------------------------
 // Fused (row-streaming) execution of a plan
 
+// How several threads share the work of a fused executor.
+enum class ThreadSharing : uint8_t {
+  // Compile both below, time an image with each (twice, interleaved) and keep the faster, where an
+  // image takes at most half a second on one thread (else Pipeline). The choice depends on the net
+  // and the machine: row pipelines of small steps favour Pipeline (mobilenet_v2 at 1024x1024),
+  // heavy convolutions in partitions full of filters favour Kernels (vgg16, resnet50 at 224x224).
+  Measure,
+  // Each thread runs a contiguous group of each partition's ops (a software pipeline); steps of
+  // several rows and whole channel-blocked tensors are shared between the threads.
+  Pipeline,
+  // One thread runs the steps in order and each oneDNN primitive splits its own work over the
+  // threads (its OpenMP runtime); host kernels run on one thread.
+  Kernels,
+};
+std::string_view to_string(ThreadSharing sharing);
+
 struct FusedOptions {
   int threads = 0;  // 0: every hardware thread
   // Coarsening: each op runs as many output rows per step as fit in band_bytes (at least one), which
@@ -217,6 +233,7 @@ struct FusedOptions {
   // kernels' time measured at compile time: a split that does not depend on the machine's load,
   // for tests that walk through many cuts. Empty: measured.
   std::vector<double> op_costs = {};
+  ThreadSharing sharing = ThreadSharing::Measure;  // with several threads
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

@@ -34,6 +34,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -196,6 +197,8 @@ public:
   std::span<const Shape> input_shapes() const { return input_shapes_; }
   std::span<const Shape> output_shapes() const { return output_shapes_; }
   std::string describe() const;
+  // The kernels' time for one image on one thread, as calibrated for the threads' split (0 if none).
+  double calibrated_seconds() const { return calibrated_seconds_; }
 
 private:
   // --- compilation
@@ -318,6 +321,7 @@ private:
 
   // Threads: each runs its lane (steps in schedule order) after the waits of each step.
   int threads_ = 1;
+  int kernel_threads_ = 1;  // threads of each oneDNN primitive
   std::vector<std::vector<uint32_t>> lanes_;
   std::vector<Wait> waits_;
   struct alignas(64) Progress {
@@ -335,6 +339,7 @@ private:
   int primitives_ = 0, reference_primitives_ = 0, line_buffers_ = 0;
   int64_t max_band_rows_ = 1;
   std::string split_summary_;  // each thread's share of the measured kernel time
+  double calibrated_seconds_ = 0;
 };
 
 FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOptions& options)
@@ -375,8 +380,10 @@ FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOpti
     }
   }
   threads_ = options.threads > 0 ? options.threads : available_threads();
-  // Every kernel runs on one thread; oneDNN fixes a primitive's work split when it is created.
-  set_threads(1);
+  // oneDNN fixes a primitive's work split when it is created: every kernel runs on one thread of a
+  // pipeline, or on all threads where one thread runs the steps (ThreadSharing::Kernels).
+  if (options.sharing == ThreadSharing::Kernels && threads_ > 1) std::swap(threads_, kernel_threads_);
+  set_threads(kernel_threads_);
   assign_roles(plan);
   choose_row_layouts();
   choose_whole_layouts();
@@ -1566,6 +1573,7 @@ void FusedProgram::calibrate_and_split() {
     }
   }
   const double total = std::accumulate(share.begin(), share.end(), 0.0);
+  calibrated_seconds_ = total;
   for (double c : share) split_summary_ += fmt::format("{}{:.0f}%", split_summary_.empty() ? "" : "/", 100 * c / std::max(total, 1e-30));
   // Loads and rows of zeros run on the thread of the step that needs them (the next compute step), stores on the
   // thread of the step that produced the rows (the previous one).
@@ -1949,7 +1957,9 @@ std::string FusedProgram::describe() const {
                                 : fmt::format(" ({} with whole tensors per step: they fit the capacity)", whole),
       steps_.size(),
       max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_),
-      threads_ == 1 ? std::string("one thread") : fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_),
+      threads_ > 1         ? fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_)
+      : kernel_threads_ > 1 ? fmt::format("steps in order, oneDNN's kernels on {} threads", kernel_threads_)
+                            : std::string("one thread"),
       line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
       std::count(whole_layout_.begin(), whole_layout_.end(), WholeLayout::Blocked),
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "");
@@ -1958,10 +1968,62 @@ std::string FusedProgram::describe() const {
 }  // namespace
 }  // namespace exec
 
+namespace {
+// Images whose kernels take longer on one thread than this are not timed to choose the sharing.
+constexpr double kLongestMeasuredImage = 0.5;
+}  // namespace
+
+std::string_view to_string(ThreadSharing sharing) {
+  switch (sharing) {
+    case ThreadSharing::Measure: return "measure";
+    case ThreadSharing::Pipeline: return "pipeline";
+    case ThreadSharing::Kernels: return "kernels";
+  }
+  return "?";
+}
+
 std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
-  auto program = std::make_unique<exec::FusedProgram>(graph, plan, options);
-  std::string description = program->describe();
-  return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
+  const int threads = options.threads > 0 ? options.threads : exec::available_threads();
+  if (options.sharing != ThreadSharing::Measure || threads == 1) {
+    FusedOptions fixed = options;
+    if (fixed.sharing == ThreadSharing::Measure) fixed.sharing = ThreadSharing::Pipeline;
+    auto program = std::make_unique<exec::FusedProgram>(graph, plan, fixed);
+    std::string description = program->describe();
+    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
+  }
+  // Both ways, each timed on an image of zeros (a first run untimed, then the best of two,
+  // interleaved), unless an image takes long (dncnn at 512x512: seconds), where the timing would cost
+  // more than compiling and the pipeline is what large images are streamed with; Kernels is kept only where
+  // it is faster and holds no more activation memory, so that a peak measured with the pipeline
+  // (plan_under_memory_limit) bounds the kept one.
+  FusedOptions pipeline = options, kernels = options;
+  pipeline.sharing = ThreadSharing::Pipeline;
+  kernels.sharing = ThreadSharing::Kernels;
+  auto piped = std::make_unique<exec::FusedProgram>(graph, plan, pipeline);
+  if (piped->calibrated_seconds() > kLongestMeasuredImage) {
+    std::string description = piped->describe();
+    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(piped), graph.source, std::move(description));
+  }
+  std::array<std::unique_ptr<exec::FusedProgram>, 2> programs = {std::move(piped), std::make_unique<exec::FusedProgram>(graph, plan, kernels)};
+  std::vector<HostTensor> inputs, outputs;
+  for (const Shape& shape : programs[0]->input_shapes()) inputs.emplace_back(shape);
+  for (const Shape& shape : programs[0]->output_shapes()) outputs.emplace_back(shape);
+  std::array<double, 2> best = {1e30, 1e30};
+  for (auto& program : programs) program->run(inputs, outputs);  // first touches of memory, not timed
+  for (int round = 0; round < 2; ++round) {
+    for (size_t k = 0; k < programs.size(); ++k) {
+      const auto start = std::chrono::steady_clock::now();
+      programs[k]->run(inputs, outputs);
+      best[k] = std::min(best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  }
+  const bool kernels_win = best[1] < best[0] && programs[1]->memory_account().activation_peak_bytes() <=
+                                                    programs[0]->memory_account().activation_peak_bytes();
+  const size_t kept = kernels_win ? 1 : 0;
+  std::string description = fmt::format("{} (measured {:.2f} ms per image against {:.2f} ms {})", programs[kept]->describe(),
+                                        best[kept] * 1e3, best[1 - kept] * 1e3,
+                                        kernels_win ? "as a pipeline" : "with oneDNN's kernels on all threads");
+  return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(programs[kept]), graph.source, std::move(description));
 }
 
 }  // namespace occam

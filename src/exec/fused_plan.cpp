@@ -87,6 +87,8 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
   const auto peak_of = [&](const Plan& plan, int64_t band_bytes) {
     FusedOptions banded = options;
     banded.band_bytes = band_bytes;
+    // A pipeline's peak bounds what compile_fused keeps when it measures (ThreadSharing::Measure).
+    if (banded.sharing == ThreadSharing::Measure) banded.sharing = ThreadSharing::Pipeline;
     return compile_fused(graph, plan, banded)->memory().activation_peak_bytes();
   };
   MemoryLimitedPlan result;

@@ -329,6 +329,7 @@ TEST(Fused, ThreadsTakingTurnsAtAConvertedRowKeepTheirOwnStaging) {
   const std::vector<HostTensor> expected = compile_reference(graph)->run(inputs);
   FusedOptions options;
   options.threads = 2;
+  options.sharing = ThreadSharing::Pipeline;
   options.pipeline_share = 0.5;
   options.op_costs = {1.0, 3.0};  // the cut leaves 25%/75%: the threads share the second op's rows
   const auto executor = compile_fused(graph, single_partition_plan(graph), options);
@@ -350,6 +351,7 @@ TEST(Fused, EveryThreadSplitMatchesTheReference) {
       for (int split = 0; split < 4; ++split) {
         FusedOptions options;
         options.threads = 2;
+        options.sharing = ThreadSharing::Pipeline;
         options.pipeline_share = split % 2 ? 0.5 : 0.05;  // room for straddled cuts, or not
         std::uniform_real_distribution<double> cost(0.1, 10.0);
         for (size_t o = 0; o < graph.ops.size(); ++o) options.op_costs.push_back(cost(rng));
@@ -402,6 +404,7 @@ TEST(Fused, LineBuffersNeverAliveTogetherShareBytes) {
   for (int split = 0; split < 8; ++split) {
     FusedOptions options;
     options.threads = split == 0 ? 1 : 2;
+    options.sharing = ThreadSharing::Pipeline;
     std::uniform_real_distribution<double> cost(0.1, 10.0);
     for (size_t o = 0; split > 1 && o < graph.ops.size(); ++o) options.op_costs.push_back(cost(rng));
     const auto fused = compile_fused(graph, plan, options);
@@ -423,6 +426,7 @@ TEST(Fused, OpCostsMustCoverEveryOp) {
   const Graph graph = with_weights(testing::chain({{3, 1, 8}, {3, 1, 8}}, Shape{1, 4, 16, 16}), 1);
   FusedOptions options;
   options.threads = 2;
+  options.sharing = ThreadSharing::Pipeline;
   options.op_costs = {1.0, 2.0, 3.0};
   EXPECT_THROW(compile_fused(graph, single_partition_plan(graph), options), Error);
 }
@@ -499,6 +503,7 @@ TEST(Fused, EqualOpsThatNoCutBalancesShareTheMiddleOnesRows) {
   const Plan plan = single_partition_plan(graph);
   FusedOptions options;
   options.threads = 2;
+  options.sharing = ThreadSharing::Pipeline;
   options.op_costs.assign(graph.ops.size(), 1.0);
   const auto fused = compile_fused(graph, plan, options);
   EXPECT_NE(fused->describe().find("(kernel time 50%/50%)"), std::string::npos) << fused->describe();
@@ -529,10 +534,51 @@ TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
       compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
   FusedOptions options;
   options.threads = 2;
+  options.sharing = ThreadSharing::Pipeline;
   const auto fused = compile_fused(graph, plan, options);
   EXPECT_EQ(fused->describe().find("one row per step"), std::string::npos) << fused->describe();
   for (int run = 0; run < 3; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << "run " << run;
   expect_memory_as_planned(graph, plan, *fused, options);
+}
+
+// One thread runs the steps in order and oneDNN splits each kernel over the threads: the
+// reference's numbers, memory as planned (no pipeline rows), several partitions with boundaries.
+TEST(Fused, KernelsOnAllThreadsMatchTheReference) {
+  for (const auto& [model, capacity] : {std::pair{"resnet18", 4 * kMiB}, std::pair{"mobilenet_v2", 32 * kMiB}}) {
+    const Graph graph = zoo(model, 96, 96);
+    const Plan plan = plan_for_execution(graph, capacity);
+    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+    const std::vector<HostTensor> expected =
+        compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+    FusedOptions options;
+    options.threads = 2;
+    options.sharing = ThreadSharing::Kernels;
+    const auto fused = compile_fused(graph, plan, options);
+    EXPECT_NE(fused->describe().find("oneDNN's kernels on 2 threads"), std::string::npos) << fused->describe();
+    for (int run = 0; run < 2; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << model << ", run " << run;
+    FusedOptions one_thread;
+    one_thread.threads = 1;
+    expect_memory_as_planned(graph, plan, *fused, one_thread);
+  }
+}
+
+// Measured sharing keeps one of the two ways, says which and what the other measured, and holds no
+// more activation memory than the pipeline (the bound plan_under_memory_limit measures).
+TEST(Fused, MeasuredSharingKeepsTheFasterWayWithinThePipelinesMemory) {
+  const Graph graph = zoo("resnet18", 96, 96);
+  const Plan plan = plan_for_execution(graph, 4 * kMiB);
+  FusedOptions pipeline;
+  pipeline.threads = 2;
+  pipeline.sharing = ThreadSharing::Pipeline;
+  FusedOptions measured = pipeline;
+  measured.sharing = ThreadSharing::Measure;
+  const auto kept = compile_fused(graph, plan, measured);
+  const std::string text = kept->describe();
+  EXPECT_NE(text.find(" ms per image against "), std::string::npos) << text;
+  EXPECT_TRUE(text.find("2-thread pipeline") != std::string::npos || text.find("oneDNN's kernels on 2 threads") != std::string::npos) << text;
+  EXPECT_LE(kept->memory().activation_peak_bytes(), compile_fused(graph, plan, pipeline)->memory().activation_peak_bytes());
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  EXPECT_LE(worst_error(kept->run(inputs), compile_reference(graph)->run(inputs)), kTolerance);
 }
 
 // The number before "whole channel-blocked" in a fused executor's description.
@@ -558,6 +604,7 @@ TEST(Fused, WholeTensorStepsTakeTheChannelBlockedLayout) {
     for (int threads : {1, 2}) {
       FusedOptions options;
       options.threads = threads;
+      options.sharing = ThreadSharing::Pipeline;
       const auto fused = compile_fused(graph, plan, options);
       const int blocked = channel_blocked_tensors(*fused);
       if (std::string(model) == "mobilenet_v2" && threads == 2) {
@@ -594,12 +641,14 @@ TEST(FusedZoo, BatchesStreamImageByImage) {
   const auto expected = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
   const Plan plan = plan_for_execution(graph, kMiB);
   ASSERT_GT(plan.partitions.size(), 1u);
-  const auto fused = compile_fused(graph, plan);
+  FusedOptions options;  // one way of sharing for both, which a measured choice would not promise
+  options.sharing = ThreadSharing::Pipeline;
+  const auto fused = compile_fused(graph, plan, options);
   EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance);
   // Boundaries hold one image, not the batch: the peak is that of a batch of one.
   const Graph single = zoo("mobilenet_v2", 96, 96, 1);
   EXPECT_EQ(fused->memory().activation_peak_bytes(),
-            compile_fused(single, plan_for_execution(single, kMiB))->memory().activation_peak_bytes());
+            compile_fused(single, plan_for_execution(single, kMiB), options)->memory().activation_peak_bytes());
 }
 
 // The bar: >= 10x less activation memory than the reference at high resolution. Compiling
@@ -758,14 +807,18 @@ TEST(Fused, RejectsPlansThatDoNotFitTheModelOrTheMachine) {
 
 TEST(Fused, MemoryLimitPicksAFittingPlanOrNamesTheSmallestPeak) {
   const Graph graph = zoo("mobilenet_v2", 128, 128);
-  const int64_t one_partition = compile_fused(graph, single_partition_plan(graph))->memory().activation_peak_bytes();
+  // Peaks under a limit are measured as a pipeline, which bounds a measured choice of sharing.
+  FusedOptions pipeline;
+  pipeline.sharing = ThreadSharing::Pipeline;
+  const int64_t one_partition = compile_fused(graph, single_partition_plan(graph), pipeline)->memory().activation_peak_bytes();
   // Generous: the least-traffic plan, one partition.
   const MemoryLimitedPlan generous = plan_under_memory_limit(graph, 64 * kMiB);
   EXPECT_EQ(generous.plan.partitions.size(), 1u);
   EXPECT_LE(generous.peak_bytes, 64 * kMiB);
   // Just enough for the single partition still gets it; its measured peak is what a compile gives.
   const MemoryLimitedPlan tight = plan_under_memory_limit(graph, one_partition);
-  EXPECT_EQ(tight.peak_bytes, compile_fused(graph, tight.plan)->memory().activation_peak_bytes());
+  EXPECT_EQ(tight.peak_bytes, compile_fused(graph, tight.plan, pipeline)->memory().activation_peak_bytes());
+  EXPECT_LE(compile_fused(graph, tight.plan)->memory().activation_peak_bytes(), tight.peak_bytes);
   EXPECT_LE(tight.peak_bytes, one_partition);
   // Far too little: an error naming the smallest peak any plan reaches.
   expect_error([&] { plan_under_memory_limit(graph, 1024); }, "smallest measured peak");
@@ -774,7 +827,9 @@ TEST(Fused, MemoryLimitPicksAFittingPlanOrNamesTheSmallestPeak) {
   const Graph small = zoo("resnet18", 64, 64);
   const MemoryLimitedPlan best = plan_under_memory_limit(small, int64_t{1} << 40);
   EXPECT_EQ(best.band_bytes, 0);
-  const int64_t rows_peak = compile_fused(small, best.plan, {0, 1})->memory().activation_peak_bytes();
+  FusedOptions rows = pipeline;
+  rows.band_bytes = 1;
+  const int64_t rows_peak = compile_fused(small, best.plan, rows)->memory().activation_peak_bytes();
   ASSERT_LT(rows_peak, best.peak_bytes);
   const MemoryLimitedPlan streamed = plan_under_memory_limit(small, rows_peak);
   EXPECT_EQ(streamed.plan.partitions.size(), best.plan.partitions.size());

@@ -36,12 +36,19 @@ struct RunArgs {
   bool compare = false;
   bool winograd = false;
   std::string layout = "measure";
+  std::string sharing = "measure";
 };
 
 ActivationLayout parse_layout(const std::string& text) {
   if (text == "measure") return ActivationLayout::Measure;
   if (text == "any") return ActivationLayout::Any;
   return ActivationLayout::Blocked;
+}
+
+ThreadSharing parse_sharing(const std::string& text) {
+  if (text == "pipeline") return ThreadSharing::Pipeline;
+  if (text == "kernels") return ThreadSharing::Kernels;
+  return ThreadSharing::Measure;
 }
 
 std::string bytes(int64_t value) { return format_bytes(static_cast<double>(value)); }
@@ -121,6 +128,7 @@ int run_model(const RunArgs& args) {
   const Shape& shape = graph.tensor(graph.inputs[0]).shape;
   const std::vector<HostTensor> inputs = {args.input.empty() ? random_input(shape) : load_image(args.input, shape)};
   FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
+  fused_options.sharing = parse_sharing(args.sharing);
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
                                            parse_layout(args.layout)};
 
@@ -235,6 +243,11 @@ void add_run_command(CLI::App& app, Action& action) {
   command->add_option("--runs", args->runs, "timed runs after the warm-up")->check(CLI::PositiveNumber)->capture_default_str();
   command->add_option("--warmup", args->warmup, "untimed runs first")->check(CLI::NonNegativeNumber)->capture_default_str();
   command->add_flag("--winograd", args->winograd, "reference: Winograd convolution where oneDNN offers it");
+  command->add_option("--sharing", args->sharing,
+                      "fused, several threads: pipeline (each thread a group of ops), kernels (steps in order, oneDNN's "
+                      "kernels on all threads), measure (time both once, keep the faster)")
+      ->check(CLI::IsMember({"measure", "pipeline", "kernels"}))
+      ->capture_default_str();
   command->add_option("--layout", args->layout, "reference activation layout: measure (faster of the two), any, blocked")
       ->check(CLI::IsMember({"measure", "any", "blocked"}))
       ->capture_default_str();
