@@ -1114,6 +1114,7 @@ Kernel FusedProgram::binary_kernel(const Op& op) const {
 // kGemmBlock outputs (zero-padded) so that the kernel keeps a block's sums in vector registers and
 // reads each weight once with unit stride. Operands: input row `first`, the output row.
 constexpr int64_t kGemmBlock = 32;
+constexpr int64_t kParallelGemmMacs = int64_t{1} << 20;
 
 Kernel FusedProgram::gemm_kernel(const Op& op) {
   const Shape in = graph_.input_of(op).shape;
@@ -1138,6 +1139,10 @@ Kernel FusedProgram::gemm_kernel(const Op& op) {
   weight_storage_.push_back(std::move(storage));
   const float* bias = op.bias ? owned_copy(*op.bias, op.name + " bias") : nullptr;
   const Activation act = op.activation;
+  // Where one thread runs the steps (ThreadSharing::Kernels), the other threads take blocks of
+  // outputs of a layer large enough to pay for waking them (vgg16's first fully connected layer
+  // streams 392 MiB of weights per image).
+  const int threads = row * blocks * kGemmBlock >= kParallelGemmMacs ? kernel_threads_ : 1;
   return [=](int64_t first, int64_t count, float* const* p) {
     float* y = p[1];
     if (first == 0) {
@@ -1145,6 +1150,7 @@ Kernel FusedProgram::gemm_kernel(const Op& op) {
     }
     for (int64_t r = 0; r < count; ++r) {
       const float* x = p[0] + r * row;
+#pragma omp parallel for num_threads(threads) if (threads > 1)
       for (int64_t b = 0; b < blocks; ++b) {
         const float* wb = w + ((first + r) * blocks + b) * row * kGemmBlock;
         float sum[kGemmBlock] = {};
