@@ -208,7 +208,6 @@ enum class ThreadSharing : uint8_t {
   // threads (its OpenMP runtime); host kernels run on one thread.
   Kernels,
 };
-std::string_view to_string(ThreadSharing sharing);
 
 struct FusedOptions {
   int threads = 0;  // 0: every hardware thread

@@ -1985,15 +1985,6 @@ constexpr double kMeasuringSeconds = 0.2;
 constexpr double kKernelsMargin = 0.97;
 }  // namespace
 
-std::string_view to_string(ThreadSharing sharing) {
-  switch (sharing) {
-    case ThreadSharing::Measure: return "measure";
-    case ThreadSharing::Pipeline: return "pipeline";
-    case ThreadSharing::Kernels: return "kernels";
-  }
-  return "?";
-}
-
 std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
   const int threads = options.threads > 0 ? options.threads : exec::available_threads();
   if (options.sharing != ThreadSharing::Measure || threads == 1) {
