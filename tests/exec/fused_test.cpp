@@ -524,17 +524,32 @@ TEST(Fused, DescribesWholeTensorStepsOnlyWhereTheyAreChosen) {
   EXPECT_NE(rows.find("one row per step"), std::string::npos) << rows;
 }
 
+// A zoo net at size x size under a plan for `capacity`, seeded inputs and the reference's outputs.
+struct PlannedNet {
+  Graph graph;
+  Plan plan;
+  std::vector<HostTensor> inputs, expected;
+};
+PlannedNet planned_net(const char* model, int64_t size, int64_t capacity) {
+  PlannedNet net{zoo(model, size, size), {}, {}, {}};
+  net.plan = plan_for_execution(net.graph, capacity);
+  net.inputs = testing::random_inputs(net.graph);
+  net.expected = compile_reference(net.graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(net.inputs);
+  return net;
+}
+
+FusedOptions sharing_options(int threads, ThreadSharing sharing) {
+  FusedOptions options;
+  options.threads = threads;
+  options.sharing = sharing;
+  return options;
+}
+
 // Steps of several rows shared by two threads (each a contiguous part of the rows, with its own
 // primitive): same numbers as the reference, same memory as the plan says.
 TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
-  const Graph graph = zoo("resnet18", 224, 224);
-  const Plan plan = plan_for_execution(graph, 32 * kMiB);
-  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
-  const std::vector<HostTensor> expected =
-      compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
-  FusedOptions options;
-  options.threads = 2;
-  options.sharing = ThreadSharing::Pipeline;
+  const auto [graph, plan, inputs, expected] = planned_net("resnet18", 224, 32 * kMiB);
+  const FusedOptions options = sharing_options(2, ThreadSharing::Pipeline);
   const auto fused = compile_fused(graph, plan, options);
   EXPECT_EQ(fused->describe().find("one row per step"), std::string::npos) << fused->describe();
   for (int run = 0; run < 3; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << "run " << run;
@@ -545,20 +560,11 @@ TEST(Fused, TwoThreadsShareTheBandsOfLargeFilters) {
 // reference's numbers, memory as planned (no pipeline rows), several partitions with boundaries.
 TEST(Fused, KernelsOnAllThreadsMatchTheReference) {
   for (const auto& [model, capacity] : {std::pair{"resnet18", 4 * kMiB}, std::pair{"mobilenet_v2", 32 * kMiB}}) {
-    const Graph graph = zoo(model, 96, 96);
-    const Plan plan = plan_for_execution(graph, capacity);
-    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
-    const std::vector<HostTensor> expected =
-        compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
-    FusedOptions options;
-    options.threads = 2;
-    options.sharing = ThreadSharing::Kernels;
-    const auto fused = compile_fused(graph, plan, options);
+    const auto [graph, plan, inputs, expected] = planned_net(model, 96, capacity);
+    const auto fused = compile_fused(graph, plan, sharing_options(2, ThreadSharing::Kernels));
     EXPECT_NE(fused->describe().find("oneDNN's kernels on 2 threads"), std::string::npos) << fused->describe();
     for (int run = 0; run < 2; ++run) EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << model << ", run " << run;
-    FusedOptions one_thread;
-    one_thread.threads = 1;
-    expect_memory_as_planned(graph, plan, *fused, one_thread);
+    expect_memory_as_planned(graph, plan, *fused, sharing_options(1, ThreadSharing::Pipeline));
   }
 }
 
@@ -596,15 +602,9 @@ int channel_blocked_tensors(const Executor& fused) {
 // takes the blocked layout there too.
 TEST(Fused, WholeTensorStepsTakeTheChannelBlockedLayout) {
   for (const char* model : {"resnet18", "mobilenet_v2"}) {
-    const Graph graph = zoo(model, 96, 96);
-    const Plan plan = plan_for_execution(graph, 32 * kMiB);
-    const std::vector<HostTensor> inputs = testing::random_inputs(graph);
-    const std::vector<HostTensor> expected =
-        compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
+    const auto [graph, plan, inputs, expected] = planned_net(model, 96, 32 * kMiB);
     for (int threads : {1, 2}) {
-      FusedOptions options;
-      options.threads = threads;
-      options.sharing = ThreadSharing::Pipeline;
+      const FusedOptions options = sharing_options(threads, ThreadSharing::Pipeline);
       const auto fused = compile_fused(graph, plan, options);
       const int blocked = channel_blocked_tensors(*fused);
       if (std::string(model) == "mobilenet_v2" && threads == 2) {
