@@ -45,6 +45,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <span>
 #include <stdexcept>
@@ -247,6 +248,14 @@ private:
     int64_t src_offset = 0, dst_offset = 0, weight_offset = 0, bias_offset = 0;  // floats
   };
   WholeDescs whole_descs(const Op& op, WholeLayout in, int64_t first_channel, int64_t channels) const;
+  struct WholePrimitive {  // one of the two
+    std::optional<dnnl::convolution_forward::primitive_desc> conv;
+    std::optional<dnnl::pooling_v2_forward::primitive_desc> pool;
+    const dnnl::primitive_desc_base& pd() const {
+      return conv ? static_cast<const dnnl::primitive_desc_base&>(*conv) : *pool;
+    }
+  };
+  WholePrimitive whole_primitive(const Op& op, const WholeDescs& d, const dnnl::post_ops& ops) const;
   std::pair<int64_t, int64_t> channel_share(const Op& op, int32_t share) const;
   int whole_kernel(OpId id, int32_t share);
   int offset_kernel(int inner, int64_t src_offset, int64_t dst_offset);
@@ -382,7 +391,10 @@ FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOpti
   threads_ = options.threads > 0 ? options.threads : available_threads();
   // oneDNN fixes a primitive's work split when it is created: every kernel runs on one thread of a
   // pipeline, or on all threads where one thread runs the steps (ThreadSharing::Kernels).
-  if (options.sharing == ThreadSharing::Kernels && threads_ > 1) std::swap(threads_, kernel_threads_);
+  if (options.sharing == ThreadSharing::Kernels) {
+    kernel_threads_ = threads_;
+    threads_ = 1;
+  }
   set_threads(kernel_threads_);
   assign_roles(plan);
   choose_row_layouts();
@@ -622,27 +634,8 @@ bool FusedProgram::whole_runs_jit(OpId id, WholeLayout in, WholeLayout out) cons
   if (out != WholeLayout::Blocked) return false;
   const Op& op = graph_.op(id);
   try {
-    const WholeDescs d = whole_descs(op, in, 0, graph_.output_of(op).shape.c);
-    const Window& win = op.window;
-    const Shape& is = graph_.input_of(op).shape;
-    const Shape& os = graph_.output_of(op).shape;
-    const memory::dims strides{win.stride_h, win.stride_w}, dilates{win.dilation_h - 1, win.dilation_w - 1};
-    const memory::dims pad_l{win.pad_top, win.pad_left};
-    const memory::dims pad_r{effective_pad_end(is.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, os.h),
-                             effective_pad_end(is.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, os.w)};
-    std::string impl;
-    if (op.kind == OpKind::Conv) {
-      const dnnl::convolution_forward::primitive_desc pd(
-          {kInference, algorithm::convolution_direct, d.src, d.weights, d.bias, d.dst, strides, dilates, pad_l, pad_r},
-          user_scratchpad(), cpu_engine());
-      impl = pd.impl_info_str();
-    } else {
-      const dnnl::pooling_v2_forward::primitive_desc pd(
-          {kInference, algorithm::pooling_max, d.src, d.dst, strides, {win.kernel_h, win.kernel_w}, dilates, pad_l, pad_r},
-          user_scratchpad(), cpu_engine());
-      impl = pd.impl_info_str();
-    }
-    return impl.starts_with("jit");
+    const WholePrimitive primitive = whole_primitive(op, whole_descs(op, in, 0, graph_.output_of(op).shape.c), {});
+    return std::string_view(primitive.pd().impl_info_str()).starts_with("jit");
   } catch (const dnnl::error&) {
     return false;
   }
@@ -684,28 +677,42 @@ std::pair<int64_t, int64_t> FusedProgram::channel_share(const Op& op, int32_t sh
   return {first * channel_block(), (last - first) * channel_block()};
 }
 
-// A whole-tensor convolution or max pool on its channel share, its operands as its tensors' images.
-int FusedProgram::whole_kernel(OpId id, int32_t share) {
-  if (const auto found = whole_kernels_.find({id, share}); found != whole_kernels_.end()) return found->second;
-  const Op& op = graph_.op(id);
+// The oneDNN descriptor of a whole-tensor convolution or max pool on the descriptors `d`.
+FusedProgram::WholePrimitive FusedProgram::whole_primitive(const Op& op, const WholeDescs& d, const dnnl::post_ops& ops) const {
   const Shape& is = graph_.input_of(op).shape;
   const Shape& os = graph_.output_of(op).shape;
   const Window& win = op.window;
-  const auto [first, channels] = channel_share(op, share);
-  const WholeDescs d = whole_descs(op, whole_layout_[static_cast<size_t>(op.inputs[0])], first, channels);
   const memory::dims strides{win.stride_h, win.stride_w}, dilates{win.dilation_h - 1, win.dilation_w - 1};
   const memory::dims pad_l{win.pad_top, win.pad_left};
   const memory::dims pad_r{effective_pad_end(is.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, os.h),
                            effective_pad_end(is.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, os.w)};
+  WholePrimitive primitive;
+  if (op.kind == OpKind::Conv) {
+    primitive.conv.emplace(dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, d.src, d.weights, d.bias,
+                                                           d.dst, strides, dilates, pad_l, pad_r),
+                           user_scratchpad(ops), cpu_engine());
+  } else {
+    primitive.pool.emplace(dnnl::pooling_v2_forward::desc(kInference, algorithm::pooling_max, d.src, d.dst, strides,
+                                                          {win.kernel_h, win.kernel_w}, dilates, pad_l, pad_r),
+                           user_scratchpad(ops), cpu_engine());
+  }
+  return primitive;
+}
+
+// A whole-tensor convolution or max pool on its channel share, its operands as its tensors' images.
+int FusedProgram::whole_kernel(OpId id, int32_t share) {
+  if (const auto found = whole_kernels_.find({id, share}); found != whole_kernels_.end()) return found->second;
+  const Op& op = graph_.op(id);
+  const auto [first, channels] = channel_share(op, share);
+  const WholeDescs d = whole_descs(op, whole_layout_[static_cast<size_t>(op.inputs[0])], first, channels);
   const std::string channel_range = fmt::format(" (output channels {}..{})", first, first + channels - 1);
   int kernel = -1;
   try {
     dnnl::post_ops ops;
     append_activation(ops, op.activation);
-    if (op.kind == OpKind::Conv) {
-      const dnnl::convolution_forward::primitive_desc pd(
-          {kInference, algorithm::convolution_direct, d.src, d.weights, d.bias, d.dst, strides, dilates, pad_l, pad_r},
-          user_scratchpad(ops), cpu_engine());
+    const WholePrimitive primitive = whole_primitive(op, d, ops);
+    if (primitive.conv) {
+      const dnnl::convolution_forward::primitive_desc& pd = *primitive.conv;
       const memory::desc user(d.weights.dims(), DataType::f32, op.groups > 1 ? Tag::goihw : Tag::oihw);
       std::unordered_map<int, memory> fixed;
       fixed[DNNL_ARG_WEIGHTS] = weights(id, user, op.weight->data() + d.weight_offset, pd.weights_desc(), op.name + " weights" + channel_range);
@@ -714,10 +721,7 @@ int FusedProgram::whole_kernel(OpId id, int32_t share) {
                                      op.name + " bias" + channel_range);
       kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, d.src, d.dst, std::move(fixed));
     } else {
-      const dnnl::pooling_v2_forward::primitive_desc pd(
-          {kInference, algorithm::pooling_max, d.src, d.dst, strides, {win.kernel_h, win.kernel_w}, dilates, pad_l, pad_r},
-          user_scratchpad(ops), cpu_engine());
-      kernel = primitive_kernel(op.name, dnnl::pooling_v2_forward(pd), pd, d.src, d.dst, {});
+      kernel = primitive_kernel(op.name, dnnl::pooling_v2_forward(*primitive.pool), *primitive.pool, d.src, d.dst, {});
     }
   } catch (const dnnl::error& e) {
     fail_op(op, fmt::format("oneDNN cannot run it on whole channel-blocked tensors ({})", e.what()));
@@ -1986,13 +1990,16 @@ constexpr double kKernelsMargin = 0.97;
 }  // namespace
 
 std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
+  const auto executor = [&](std::unique_ptr<exec::FusedProgram> program, std::string description) -> std::unique_ptr<Executor> {
+    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
+  };
   const int threads = options.threads > 0 ? options.threads : exec::available_threads();
   if (options.sharing != ThreadSharing::Measure || threads == 1) {
     FusedOptions fixed = options;
     if (fixed.sharing == ThreadSharing::Measure) fixed.sharing = ThreadSharing::Pipeline;
     auto program = std::make_unique<exec::FusedProgram>(graph, plan, fixed);
     std::string description = program->describe();
-    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
+    return executor(std::move(program), std::move(description));
   }
   // Both ways, each timed on an image of zeros (a first run untimed, then the best of 2-10 rounds,
   // interleaved), unless an image takes long (dncnn at 512x512: seconds), where the timing would cost
@@ -2005,7 +2012,7 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   auto piped = std::make_unique<exec::FusedProgram>(graph, plan, pipeline);
   if (piped->calibrated_seconds() > kLongestMeasuredImage) {
     std::string description = piped->describe();
-    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(piped), graph.source, std::move(description));
+    return executor(std::move(piped), std::move(description));
   }
   std::array<std::unique_ptr<exec::FusedProgram>, 2> programs = {std::move(piped), std::make_unique<exec::FusedProgram>(graph, plan, kernels)};
   std::vector<HostTensor> inputs, outputs;
@@ -2029,7 +2036,7 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   std::string description = fmt::format("{} (measured {:.2f} ms per image against {:.2f} ms {})", programs[kept]->describe(),
                                         best[kept] * 1e3, best[1 - kept] * 1e3,
                                         kernels_win ? "as a pipeline" : "with oneDNN's kernels on all threads");
-  return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(programs[kept]), graph.source, std::move(description));
+  return executor(std::move(programs[kept]), std::move(description));
 }
 
 }  // namespace occam
