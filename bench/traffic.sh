@@ -4,13 +4,16 @@
 #
 #   bench/traffic.sh MODEL RESOLUTION [--sram SIZE] [--images N] [--jobs 1|2] [--only fused|reference]
 #                    [--assoc N] [--build-dir DIR] [--out DIR] [--no-build] [--report-only] [--strict]
-#                    [--driver PATH]
+#                    [--driver PATH] [--isa AVX2|SSE41]
 #   e.g. bench/traffic.sh mobilenet_v2 1024 --jobs 2
 #        bench/traffic.sh dncnn 512 --sram 32MiB
 #        bench/traffic.sh resnet18 224 --images 2
 # --report-only reads the dumps of an earlier run in --out again; --strict exits 1 when a goal
 # (fused within 1.25x of its prediction, reference >= 5x the fused DRAM traffic) is missed;
 # --driver runs another traffic_driver binary (e.g. a saved one, to compare executor versions).
+# --isa caps oneDNN's kernels (ONEDNN_MAX_CPU_ISA, AVX2 by default): valgrind runs FMA instructions
+# through helper calls, SSE4.1 code (no FMA) about 4x faster (dncnn 64x64: 62 s against 262 s);
+# the kernels' own blocking differs, so the line counts do too (there: 3-17% more with SSE4.1).
 #
 # What runs. bench/traffic_driver (built here, next to `occam`, in DIR = build/traffic by default,
 # configured with -DOCCAM_ARCH=x86-64-v3: valgrind 3.19 decodes AVX2 but not AVX-512, so neither our
@@ -97,6 +100,7 @@ do_build=1
 strict=0
 report_only=0
 driver=""
+isa=AVX2
 while [[ $# -gt 0 ]]; do
   case $1 in
     --sram) sram=${2:?--sram needs a size}; shift 2 ;;
@@ -110,6 +114,7 @@ while [[ $# -gt 0 ]]; do
     --strict) strict=1; shift ;;
     --report-only) report_only=1; shift ;;
     --driver) driver=${2:?--driver needs a path}; shift 2 ;;
+    --isa) isa=${2:?--isa needs AVX2 or SSE41}; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "traffic.sh: unknown option $1" >&2; usage ;;
   esac
@@ -117,6 +122,7 @@ done
 [[ $images =~ ^[1-9][0-9]*$ ]] || die "--images $images: expected a positive number"
 [[ $jobs == 1 || $jobs == 2 ]] || die "--jobs $jobs: expected 1 or 2"
 [[ $only == both || $only == fused || $only == reference ]] || die "--only $only: expected fused or reference"
+[[ $isa == AVX2 || $isa == SSE41 ]] || die "--isa $isa: expected AVX2 or SSE41"
 command -v valgrind > /dev/null || die "valgrind not found (Debian: apt-get install valgrind)"
 
 # --- capacity in bytes, and an associativity that gives a power-of-two number of sets
@@ -181,7 +187,7 @@ run_one() {  # executor
   [[ $executor == fused ]] && extra=(--plan "$out/plan.json")
   rm -f "$out/callgrind.$executor".*
   start=$(date +%s)
-  OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive ONEDNN_MAX_CPU_ISA=AVX2 \
+  OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive ONEDNN_MAX_CPU_ISA=$isa \
     valgrind --tool=callgrind --cache-sim=yes --simulate-wb=yes --instr-atstart=no --dump-line=no \
     --I1=32768,8,64 --D1=32768,8,64 --LL="$capacity,$assoc,64" \
     --callgrind-out-file="$out/callgrind.$executor.%p" \

@@ -194,6 +194,17 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
 // ---------------------------------------------------------------------------------------------
 // Fused (row-streaming) execution of a plan
 
+// Who computes a convolution's stacked windows of row-blocked rows (chains of dense convolutions
+// one row per step, such as dncnn's 3x3 layers): oneDNN 2.6 runs them as a 1xK convolution over K
+// stacked rows, which its JIT kernels run slower than a KxK convolution on a whole tensor (83-87
+// against 91-95 GFLOP/s on one Zen 3 core); occam's own AVX2 micro-kernel runs the KxK window on the
+// rows as they lie (97-99 GFLOP/s there).
+enum class RowKernels : uint8_t {
+  Measure,  // time both on one output row when the convolution is compiled, keep the faster
+  OneDnn,
+  Own,      // wherever the own kernel covers the shape (AVX2 with FMA, output channels a multiple of 16)
+};
+
 // How several threads share the work of a fused executor.
 enum class ThreadSharing : uint8_t {
   // Compile both below, time an image with each (twice, interleaved) and keep the faster, where an
@@ -233,6 +244,7 @@ struct FusedOptions {
   // for tests that walk through many cuts. Empty: measured.
   std::vector<double> op_costs = {};
   ThreadSharing sharing = ThreadSharing::Measure;  // with several threads
+  RowKernels row_kernels = RowKernels::Measure;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

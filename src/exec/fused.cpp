@@ -24,6 +24,7 @@
 #include "exec/fused_schedule.hpp"
 #include "exec/onednn.hpp"
 #include "exec/ring.hpp"
+#include "exec/row_conv.hpp"
 #include "exec/tensors.hpp"
 #include "exec/windows.hpp"
 #include "occam/error.hpp"
@@ -267,6 +268,8 @@ private:
   }
   int64_t ring_rows_limit(TensorId t) const;
   int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
+  int own_row_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd);
+  bool own_row_kernel_faster(const RowConvShape& shape, const dnnl::convolution_forward::primitive_desc& pd);
   int host_kernel(OpId id);
   Kernel binary_kernel(const Op& op) const;
   Kernel gemm_kernel(const Op& op);
@@ -318,6 +321,8 @@ private:
   std::map<OpId, int> host_kernels_;
   std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
   std::map<int, int> wrapped_;  // kernel -> the primitive kernel it runs: the same thread's scratchpad
+  std::map<OpId, std::shared_ptr<const RowConv>> own_convs_;  // convolutions on occam's own row kernel
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int>, bool> own_faster_;
   std::vector<Step> steps_;
   std::vector<OperandRef> operand_refs_;
   std::vector<Address> operands_;
@@ -981,6 +986,70 @@ FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, in
   return d;
 }
 
+// The stacked window of row-blocked rows that gives one output row of convolution `id`, on
+// occam's own micro-kernel (RowConv) where it covers the shape and the options let it, or where
+// they ask to measure, where it runs one row faster than oneDNN's kernel `pd`. -1: oneDNN runs it.
+int FusedProgram::own_row_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd) {
+  const Op& op = graph_.op(id);
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  const Window& win = op.window;
+  const RowConvShape shape{in.c, out.c, in.w, out.w, win.kernel_h, win.kernel_w, win.pad_left, channel_block(), op.activation};
+  if (options_.row_kernels == RowKernels::OneDnn || op.groups != 1 || win.stride_w != 1 || win.dilation_w != 1 ||
+      !row_conv_supported(shape)) {
+    return -1;
+  }
+  if (options_.row_kernels == RowKernels::Measure && !own_row_kernel_faster(shape, pd)) return -1;
+  auto found = own_convs_.find(id);
+  if (found == own_convs_.end()) {
+    Allocation packed = account_.allocate(RowConv::packed_floats(shape) * static_cast<int64_t>(sizeof(float)), MemoryUse::Weights,
+                                          op.name + " weights (own row kernel)");
+    auto conv = std::make_shared<const RowConv>(shape, op.weight->data(), op.bias ? op.bias->data() : nullptr, packed.floats());
+    weight_storage_.push_back(std::move(packed));
+    found = own_convs_.emplace(id, std::move(conv)).first;
+  }
+  return add_kernel([conv = found->second](int64_t, int64_t, float* const* operands) { conv->run(operands[0], operands[1]); });
+}
+
+// Times one output row on both kernels, alternating, on rows and weights of zeros; once per shape.
+bool FusedProgram::own_row_kernel_faster(const RowConvShape& shape, const dnnl::convolution_forward::primitive_desc& pd) {
+  const auto key = std::make_tuple(shape.in_c, shape.out_c, shape.in_w, shape.out_w, shape.kernel_h, shape.kernel_w, shape.pad_left,
+                                   static_cast<int>(shape.activation.kind));
+  if (const auto known = own_faster_.find(key); known != own_faster_.end()) return known->second;
+  const auto zeros = [](const memory::desc& md) { return std::vector<float>(md.get_size() / sizeof(float) + 1, 0.0f); };
+  std::vector<float> rows = zeros(pd.src_desc()), row = zeros(pd.dst_desc()), filters = zeros(pd.weights_desc());
+  std::vector<float> bias = zeros(pd.bias_desc()), scratch = zeros(pd.scratchpad_desc());
+  std::vector<float> packed(static_cast<size_t>(RowConv::packed_floats(shape)));
+  const std::vector<float> plain_filters(static_cast<size_t>(shape.out_c * shape.in_c * shape.kernel_h * shape.kernel_w), 0.0f);
+  const RowConv own(shape, plain_filters.data(), nullptr, packed.data());
+  const dnnl::convolution_forward onednn(pd);
+  const std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, memory(pd.src_desc(), cpu_engine(), rows.data())},
+      {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine(), row.data())},
+      {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), cpu_engine(), filters.data())},
+      {DNNL_ARG_BIAS, memory(pd.bias_desc(), cpu_engine(), bias.data())},
+      {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine(), scratch.data())}};
+  // Enough repetitions for a round of about 2 ms whatever the row's size.
+  const double flops = 2.0 * static_cast<double>(shape.out_c * shape.out_w * shape.in_c * shape.kernel_h * shape.kernel_w);
+  const int repeats = static_cast<int>(std::clamp(1e8 / flops, 1.0, 1000.0));
+  const auto seconds = [&](const auto& body) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < repeats; ++r) body();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto run_own = [&] { own.run(rows.data(), row.data()); };
+  const auto run_onednn = [&] {
+    onednn.execute(stream_, args);
+    stream_.wait();
+  };
+  double own_best = std::numeric_limits<double>::infinity(), onednn_best = own_best;
+  for (int round = 0; round < 8; ++round) {  // minima: the first round warms caches and code, a busy machine slows some
+    own_best = std::min(own_best, seconds(run_own));
+    onednn_best = std::min(onednn_best, seconds(run_onednn));
+  }
+  return own_faster_.emplace(key, own_best < onednn_best).first->second;
+}
+
 // Convolution and pooling on a band of output rows [first, first + count): the input rows it
 // needs, clipped to the tensor and its rows of zeros, with the clipped part as padding, so that the
 // top edge, the middle and the bottom edge are up to three band shapes (plus a shorter last band).
@@ -1015,23 +1084,6 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
                                              : memory::dims{out.c, cin, kh, win.kernel_w};
       const memory::desc weight_user(weight_dims, DataType::f32, g > 1 ? Tag::goihw : Tag::oihw);
       const memory::desc weight_any(weight_dims, DataType::f32, Tag::any);
-      std::vector<float> stacked_weights;
-      std::string weight_name = op.name + " weights";
-      if (stacked) {
-        stacked_weights.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
-        const float* w = op.weight->data();
-        for (int64_t o = 0; o < out.c; ++o) {
-          for (int64_t j = 0; j < in_rows; ++j) {
-            for (int64_t c = 0; c < in.c; ++c) {
-              for (int64_t x = 0; x < win.kernel_w; ++x) {
-                stacked_weights[static_cast<size_t>(((o * cin) + j * in.c + c) * win.kernel_w + x)] =
-                    w[((o * in.c + c) * win.kernel_h + pad_t + j) * win.kernel_w + x];
-              }
-            }
-          }
-        }
-        weight_name += fmt::format(" (kernel rows {}..{} stacked)", pad_t, pad_t + in_rows - 1);
-      }
       const memory::desc bias_md({out.c}, DataType::f32, Tag::x);
       dnnl::post_ops ops;
       append_activation(ops, op.activation);
@@ -1040,11 +1092,31 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
                                 : dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, src,
                                                                   weight_any, dst, strides, dilates, pad_l, pad_rb);
       const dnnl::convolution_forward::primitive_desc pd(desc, user_scratchpad(ops), cpu_engine());
-      std::unordered_map<int, memory> fixed;
-      fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, stacked ? stacked_weights.data() : op.weight->data(),
-                                        pd.weights_desc(), weight_name);
-      if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
-      kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
+      if (stacked && count == 1 && in_rows == win.kernel_h) kernel = own_row_kernel(id, pd);
+      if (kernel < 0) {
+        std::vector<float> stacked_weights;
+        std::string weight_name = op.name + " weights";
+        if (stacked) {
+          stacked_weights.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
+          const float* w = op.weight->data();
+          for (int64_t o = 0; o < out.c; ++o) {
+            for (int64_t j = 0; j < in_rows; ++j) {
+              for (int64_t c = 0; c < in.c; ++c) {
+                for (int64_t x = 0; x < win.kernel_w; ++x) {
+                  stacked_weights[static_cast<size_t>(((o * cin) + j * in.c + c) * win.kernel_w + x)] =
+                      w[((o * in.c + c) * win.kernel_h + pad_t + j) * win.kernel_w + x];
+                }
+              }
+            }
+          }
+          weight_name += fmt::format(" (kernel rows {}..{} stacked)", pad_t, pad_t + in_rows - 1);
+        }
+        std::unordered_map<int, memory> fixed;
+        fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, stacked ? stacked_weights.data() : op.weight->data(),
+                                          pd.weights_desc(), weight_name);
+        if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
+        kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
+      }
       if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, share, kernel, dst, d.rows);
     } else {
       const algorithm alg = op.kind == OpKind::MaxPool ? algorithm::pooling_max
@@ -1406,7 +1478,8 @@ void FusedProgram::compile_steps() {
   for (size_t p = 0; p < partitions_.size(); ++p) {
     const auto part = static_cast<int32_t>(p);
     std::vector<std::pair<FusedStep, int32_t>> pieces;  // (step, thread share; -1: not split)
-    std::set<std::pair<TensorId, bool>> zeroed;         // (tensor, below): rows of zeros written
+    std::set<TensorId> zeroed_above;                    // tensors whose rows of zeros above are written
+    std::map<TensorId, int64_t> zeroed_below;           // per tensor: the end of its rows of zeros below written so far
     for (const FusedStep& whole : partitions_[p].schedule.steps) {
       if (whole.kind == StepKind::Compute) {
         const Op& op = graph_.op(whole.op);
@@ -1415,11 +1488,19 @@ void FusedProgram::compile_steps() {
         const int64_t h = graph_.tensor(in).shape.h;
         const int64_t top = rows::window_rows(op, whole.first).first;
         const int64_t bottom = rows::window_rows(op, whole.first + whole.count - 1).last;
-        if (zeros.above > 0 && top < 0 && zeroed.emplace(in, false).second) {
+        if (zeros.above > 0 && top < 0 && zeroed_above.insert(in).second) {
           pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, -zeros.above, zeros.above}, -1);
         }
-        if (zeros.below > 0 && bottom >= h && zeroed.emplace(in, true).second) {
-          pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, static_cast<int32_t>(h), zeros.below}, -1);
+        // Rows of zeros below, as far as this window reaches: the line buffer holds no more (the
+        // schedule sizes it so), and a row of zeros written further down would take the slot of a
+        // row still to be read (a 5-row window's second row of zeros overwrote its first input row).
+        if (zeros.below > 0 && bottom >= h) {
+          int64_t& written = zeroed_below.emplace(in, h).first->second;
+          const int64_t end = std::min<int64_t>(bottom, h + zeros.below - 1) + 1;
+          if (end > written) {
+            pieces.emplace_back(FusedStep{StepKind::Zero, -1, in, static_cast<int32_t>(written), static_cast<int32_t>(end - written)}, -1);
+            written = end;
+          }
         }
       }
       if (whole.kind == StepKind::Compute && threads_ > 1 && channel_blocked(whole.op)) {
@@ -1959,7 +2040,7 @@ std::string FusedProgram::describe() const {
   });
   return fmt::format(
       "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked, {} whole "
-      "channel-blocked), {} convolution/pooling band kernels{}",
+      "channel-blocked), {} convolution/pooling band kernels{}{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s",
       whole == 0                ? std::string()
@@ -1972,7 +2053,9 @@ std::string FusedProgram::describe() const {
                             : std::string("one thread"),
       line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
       std::count(whole_layout_.begin(), whole_layout_.end(), WholeLayout::Blocked),
-      primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "");
+      primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "",
+      own_convs_.empty() ? std::string()
+                         : fmt::format(", {} convolution{} on occam's own AVX2 row kernel", own_convs_.size(), own_convs_.size() == 1 ? "" : "s"));
 }
 
 }  // namespace

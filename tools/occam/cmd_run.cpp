@@ -37,6 +37,7 @@ struct RunArgs {
   bool winograd = false;
   std::string layout = "measure";
   std::string sharing = "measure";
+  std::string row_kernels = "measure";
 };
 
 ActivationLayout parse_layout(const std::string& text) {
@@ -49,6 +50,12 @@ ThreadSharing parse_sharing(const std::string& text) {
   if (text == "pipeline") return ThreadSharing::Pipeline;
   if (text == "kernels") return ThreadSharing::Kernels;
   return ThreadSharing::Measure;
+}
+
+RowKernels parse_row_kernels(const std::string& text) {
+  if (text == "onednn") return RowKernels::OneDnn;
+  if (text == "own") return RowKernels::Own;
+  return RowKernels::Measure;
 }
 
 std::string bytes(int64_t value) { return format_bytes(static_cast<double>(value)); }
@@ -129,6 +136,7 @@ int run_model(const RunArgs& args) {
   const std::vector<HostTensor> inputs = {args.input.empty() ? random_input(shape) : load_image(args.input, shape)};
   FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
   fused_options.sharing = parse_sharing(args.sharing);
+  fused_options.row_kernels = parse_row_kernels(args.row_kernels);
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
                                            parse_layout(args.layout)};
 
@@ -247,6 +255,11 @@ void add_run_command(CLI::App& app, Action& action) {
                       "fused, several threads: pipeline (each thread a group of ops), kernels (steps in order, oneDNN's "
                       "kernels on all threads), measure (time both once, keep the faster)")
       ->check(CLI::IsMember({"measure", "pipeline", "kernels"}))
+      ->capture_default_str();
+  command->add_option("--row-kernels", args->row_kernels,
+                      "fused: stacked windows of row-blocked convolutions on oneDNN, on occam's own AVX2 kernel (own), "
+                      "or measure (time both per shape, keep the faster)")
+      ->check(CLI::IsMember({"measure", "onednn", "own"}))
       ->capture_default_str();
   command->add_option("--layout", args->layout, "reference activation layout: measure (faster of the two), any, blocked")
       ->check(CLI::IsMember({"measure", "any", "blocked"}))
