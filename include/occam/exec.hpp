@@ -194,15 +194,21 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
 // ---------------------------------------------------------------------------------------------
 // Fused (row-streaming) execution of a plan
 
-// Who computes a convolution's stacked windows of row-blocked rows (chains of dense convolutions
-// one row per step, such as dncnn's 3x3 layers): oneDNN 2.6 runs them as a 1xK convolution over K
-// stacked rows, which its JIT kernels run slower than a KxK convolution on a whole tensor (83-87
-// against 91-95 GFLOP/s on one Zen 3 core); occam's own AVX2 micro-kernel runs the KxK window on the
-// rows as they lie (97-99 GFLOP/s there).
+// Who computes a convolution's band of rows: oneDNN, or occam's own AVX2 micro-kernel (RowConv:
+// stride 1 across, groups 1, channels in multiples of 8, no or ReLU/clip activation). Row-blocked
+// rows (chains of dense convolutions one row per step, dncnn's 3x3 layers at 512x512) give oneDNN
+// 2.6 only its 1xK kernel over K stacked rows, which runs slower than its KxK kernel on a whole
+// tensor (83-87 against 91-95 GFLOP/s on one Zen 3 core); the own kernel runs the KxK window on the
+// rows as they lie (97-99 GFLOP/s there). On NHWC bands the two are close alone and far apart in a
+// pipeline of many convolutions (dncnn 256x256: 0.83 against 1.10 ms per 4-row band), and oneDNN's
+// 1x1 kernels beat ours (mobilenet_v2).
 enum class RowKernels : uint8_t {
-  Measure,  // time both on one output row when the convolution is compiled, keep the faster
+  // Each convolution's largest band timed alone on both, the faster kept; then, for images of at
+  // most half a second, that choice timed on whole images against the own kernel wherever it
+  // applies, the faster kept.
+  Measure,
   OneDnn,
-  Own,      // wherever the own kernel covers the shape (AVX2 with FMA, output channels a multiple of 16)
+  Own,  // wherever the own kernel covers the shape
 };
 
 // How several threads share the work of a fused executor.

@@ -38,10 +38,17 @@ enum class StageExecutor : uint8_t {
 };
 std::string_view to_string(StageExecutor executor);
 
-// How a stage's executor is built: one thread per stage by default, since stages run side by side.
+// How a stage's executor is built: one thread per stage by default, since stages run side by side;
+// convolutions on oneDNN's kernels, not on a choice timed at compile time (RowKernels::Measure),
+// so that every compile of a stage computes the same bits (pipelines are checked against their
+// stages run in sequence, bit for bit).
 struct StageOptions {
   StageExecutor executor = StageExecutor::Fused;
-  FusedOptions fused{1, 0};
+  FusedOptions fused = [] {
+    FusedOptions options{1, 0};
+    options.row_kernels = RowKernels::OneDnn;
+    return options;
+  }();
   ReferenceOptions reference{1, ConvAlgorithm::Direct, ActivationLayout::Blocked};
 };
 

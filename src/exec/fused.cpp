@@ -79,6 +79,16 @@ constexpr int64_t kWholeImage = std::numeric_limits<int64_t>::min();
 // out as its builder documents.
 using Kernel = std::function<void(int64_t first, int64_t count, float* const* operands)>;
 
+// A band of output rows on occam's own convolution kernel: per output row, where its input rows
+// start and its output row goes (floats from the band's), and the kernel rows the image has.
+struct OwnBand {
+  struct Row {
+    int64_t src_offset = 0, dst_offset = 0;
+    int64_t kernel_begin = 0, kernel_end = 0;
+  };
+  std::vector<Row> rows;
+};
+
 // Before running, a step waits until thread `thread` has completed `steps` of its steps (of the
 // current image).
 struct Wait {
@@ -201,6 +211,7 @@ public:
   std::string describe() const;
   // The kernels' time for one image on one thread, as calibrated for the threads' split (0 if none).
   double calibrated_seconds() const { return calibrated_seconds_; }
+  size_t own_convolutions() const { return own_convs_.size(); }
 
 private:
   // --- compilation
@@ -241,6 +252,13 @@ private:
     memory::dims strides, dilates, pad_l, pad_rb;
   };
   Descs window_descs(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t pad_b) const;
+  struct BandInput {
+    int64_t first_row = 0, rows = 0;  // may start in the rows of zeros above the tensor
+    int64_t pad_t = 0, pad_b = 0;
+  };
+  BandInput band_input(const Op& op, int64_t first, int64_t count) const;
+  memory::dims band_weight_dims(const Op& op, int64_t in_rows) const;
+  dnnl::convolution_forward::primitive_desc band_convolution(const Op& op, const Descs& d, int64_t in_rows) const;
   void choose_row_layouts();
   void choose_whole_layouts();
   bool whole_runs_jit(OpId id, WholeLayout in, WholeLayout out) const;
@@ -268,8 +286,9 @@ private:
   }
   int64_t ring_rows_limit(TensorId t) const;
   int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
-  int own_row_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd);
-  bool own_row_kernel_faster(const RowConvShape& shape, const dnnl::convolution_forward::primitive_desc& pd);
+  int own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t);
+  std::optional<RowConvShape> own_row_shape(const Op& op, const Descs& d, int64_t in_rows, int64_t count) const;
+  bool own_band_faster(const RowConvShape& shape, const OwnBand& band, const dnnl::convolution_forward::primitive_desc& pd);
   int host_kernel(OpId id);
   Kernel binary_kernel(const Op& op) const;
   Kernel gemm_kernel(const Op& op);
@@ -322,7 +341,9 @@ private:
   std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
   std::map<int, int> wrapped_;  // kernel -> the primitive kernel it runs: the same thread's scratchpad
   std::map<OpId, std::shared_ptr<const RowConv>> own_convs_;  // convolutions on occam's own row kernel
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int>, bool> own_faster_;
+  std::map<OpId, bool> own_chosen_;               // measured: whether the op runs on its own row kernel
+  std::map<OpId, std::pair<int64_t, int64_t>> largest_band_;  // per window op: (first, count) of its largest step
+  std::map<std::vector<int64_t>, bool> own_faster_;  // measured: per shape and band
   std::vector<Step> steps_;
   std::vector<OperandRef> operand_refs_;
   std::vector<Address> operands_;
@@ -524,22 +545,11 @@ bool FusedProgram::runs_jit(OpId id) const {
   const Op& op = graph_.op(id);
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
-  const Window& win = op.window;
   const auto [top, bottom] = rows::window_rows(op, out.h / 2);
   const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
-  const Descs d = window_descs(op, b - a + 1, 1, a - top, bottom - b);
-  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
-  const int64_t g = op.groups, kh = stacked ? 1 : win.kernel_h, cin = stacked ? (b - a + 1) * in.c : in.c;
-  const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, kh, win.kernel_w}
-                                         : memory::dims{out.c, cin, kh, win.kernel_w};
-  dnnl::post_ops ops;
-  append_activation(ops, op.activation);
   try {
-    const dnnl::convolution_forward::primitive_desc pd(
-        {kInference, algorithm::convolution_direct, d.src, {weight_dims, DataType::f32, Tag::any},
-         {{out.c}, DataType::f32, Tag::x}, d.dst, d.strides, d.dilates, d.pad_l, d.pad_rb},
-        user_scratchpad(ops), cpu_engine());
-    return std::string_view(pd.impl_info_str()).starts_with("jit");
+    return std::string_view(band_convolution(op, window_descs(op, b - a + 1, 1, a - top, bottom - b), b - a + 1).impl_info_str())
+        .starts_with("jit");
   } catch (const dnnl::error&) {
     return false;
   }
@@ -959,6 +969,39 @@ void FusedProgram::bind_scratchpads() {
   }
 }
 
+// The input rows a band of output rows [first, first + count) of window op `op` reads, clipped to
+// the tensor and its rows of zeros; the clipped part is padding.
+FusedProgram::BandInput FusedProgram::band_input(const Op& op, int64_t first, int64_t count) const {
+  const int64_t h = graph_.input_of(op).shape.h;
+  const int64_t top = rows::window_rows(op, first).first, bottom = rows::window_rows(op, first + count - 1).last;
+  const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[0])];
+  const int64_t a = std::max<int64_t>(-zeros.above, top), b = std::min<int64_t>(h - 1 + zeros.below, bottom);
+  if (b < a) fail_op(op, fmt::format("output rows {}..{} see no input row", first, first + count - 1));
+  return {a, b - a + 1, a - top, bottom - b};
+}
+
+// The weights of convolution `op` on a band of `in_rows` input rows: stacked, the kernel rows the
+// window covers run along the input channels of a 1 x kernel_w kernel.
+memory::dims FusedProgram::band_weight_dims(const Op& op, int64_t in_rows) const {
+  const int64_t in_c = graph_.input_of(op).shape.c, out_c = graph_.output_of(op).shape.c, g = op.groups;
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t kh = stacked ? 1 : op.window.kernel_h, cin = stacked ? in_rows * in_c : in_c;
+  return g > 1 ? memory::dims{g, out_c / g, in_c / g, kh, op.window.kernel_w} : memory::dims{out_c, cin, kh, op.window.kernel_w};
+}
+
+dnnl::convolution_forward::primitive_desc FusedProgram::band_convolution(const Op& op, const Descs& d, int64_t in_rows) const {
+  const memory::desc weights(band_weight_dims(op, in_rows), DataType::f32, Tag::any);
+  const memory::desc bias({graph_.output_of(op).shape.c}, DataType::f32, Tag::x);
+  dnnl::post_ops ops;
+  append_activation(ops, op.activation);
+  const auto desc =
+      op.bias ? dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, d.src, weights, bias, d.dst, d.strides,
+                                                d.dilates, d.pad_l, d.pad_rb)
+              : dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, d.src, weights, d.dst, d.strides, d.dilates,
+                                                d.pad_l, d.pad_rb);
+  return {desc, user_scratchpad(ops), cpu_engine()};
+}
+
 // The oneDNN descriptors of a window op on a band of `in_rows` input rows (`pad_t` and `pad_b` rows
 // of padding beyond them) giving `count` output rows. NHWC rows make a band one nhwc tensor.
 // Row-blocked rows (each row nChw8c or nChw16c on its own) make one row a blocked tensor of height 1,
@@ -986,58 +1029,114 @@ FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, in
   return d;
 }
 
-// The stacked window of row-blocked rows that gives one output row of convolution `id`, on
-// occam's own micro-kernel (RowConv) where it covers the shape and the options let it, or where
-// they ask to measure, where it runs one row faster than oneDNN's kernel `pd`. -1: oneDNN runs it.
-int FusedProgram::own_row_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd) {
-  const Op& op = graph_.op(id);
-  const Shape& in = graph_.input_of(op).shape;
-  const Shape& out = graph_.output_of(op).shape;
-  const Window& win = op.window;
-  const RowConvShape shape{in.c, out.c, in.w, out.w, win.kernel_h, win.kernel_w, win.pad_left, channel_block(), op.activation};
-  if (options_.row_kernels == RowKernels::OneDnn || op.groups != 1 || win.stride_w != 1 || win.dilation_w != 1 ||
-      !row_conv_supported(shape)) {
-    return -1;
+// Where each output row of a band of `count` rows finds its input rows (`in_rows` from the band's
+// first, `pad_t` rows of padding above it) and which kernel rows those are.
+OwnBand own_band(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t in_row_floats, int64_t out_row_floats) {
+  OwnBand band;
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t top = j * op.window.stride_h - pad_t;  // output row j's first kernel row, from the band's first input row
+    const int64_t begin = std::max<int64_t>(0, -top), end = std::clamp<int64_t>(in_rows - top, begin, op.window.kernel_h);
+    band.rows.push_back({std::max<int64_t>(top, 0) * in_row_floats, j * out_row_floats, begin, end});
   }
-  if (options_.row_kernels == RowKernels::Measure && !own_row_kernel_faster(shape, pd)) return -1;
+  return band;
+}
+
+void run_own_band(const RowConv& conv, const OwnBand& band, const float* src, float* dst) {
+  for (const OwnBand::Row& row : band.rows) conv.run(src + row.src_offset, dst + row.dst_offset, row.kernel_begin, row.kernel_end);
+}
+
+// A band of convolution `id` on occam's own micro-kernel (RowConv), or -1 where the options or the
+// shape leave it to oneDNN, or where they ask to measure and oneDNN runs the op's
+// largest band faster (one choice per op, so that its weights are kept once; the largest band,
+// because the two kernels differ most there: oneDNN's NHWC kernels slow down on bands of many rows
+// where they match ours on a few). The band's rows: a stacked window of row-blocked rows, or NHWC
+// rows (d).
+int FusedProgram::own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t) {
+  const Op& op = graph_.op(id);
+  const std::optional<RowConvShape> shape = own_row_shape(op, d, in_rows, count);
+  if (!shape || options_.row_kernels == RowKernels::OneDnn) return -1;
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t in_row_floats = shape->in_c * shape->in_w, out_row_floats = shape->out_c * shape->out_w;
+  if (options_.row_kernels == RowKernels::Measure) {
+    auto chosen = own_chosen_.find(id);
+    if (chosen == own_chosen_.end()) {
+      // The op's largest band, as its steps give it: that one measured is the op's choice.
+      const auto [first, largest] = largest_band_.at(id);
+      const BandInput input = band_input(op, first, largest);
+      const Descs large = window_descs(op, input.rows, largest, input.pad_t, input.pad_b);
+      const std::optional<RowConvShape> large_shape = own_row_shape(op, large, input.rows, largest);
+      const bool own = large_shape && own_band_faster(*large_shape, own_band(op, input.rows, largest, stacked ? 0 : input.pad_t, in_row_floats, out_row_floats),
+                                                      band_convolution(op, large, input.rows));
+      chosen = own_chosen_.emplace(id, own).first;
+    }
+    if (!chosen->second) return -1;
+  }
   auto found = own_convs_.find(id);
   if (found == own_convs_.end()) {
-    Allocation packed = account_.allocate(RowConv::packed_floats(shape) * static_cast<int64_t>(sizeof(float)), MemoryUse::Weights,
+    Allocation packed = account_.allocate(RowConv::packed_floats(*shape) * static_cast<int64_t>(sizeof(float)), MemoryUse::Weights,
                                           op.name + " weights (own row kernel)");
-    auto conv = std::make_shared<const RowConv>(shape, op.weight->data(), op.bias ? op.bias->data() : nullptr, packed.floats());
+    auto conv = std::make_shared<const RowConv>(*shape, op.weight->data(), op.bias ? op.bias->data() : nullptr, packed.floats());
     weight_storage_.push_back(std::move(packed));
     found = own_convs_.emplace(id, std::move(conv)).first;
   }
-  return add_kernel([conv = found->second](int64_t, int64_t, float* const* operands) { conv->run(operands[0], operands[1]); });
+  const OwnBand band = own_band(op, in_rows, count, stacked ? 0 : pad_t, in_row_floats, out_row_floats);
+  return add_kernel([conv = found->second, band](int64_t, int64_t, float* const* operands) { run_own_band(*conv, band, operands[0], operands[1]); });
 }
 
-// Times one output row on both kernels, alternating, on rows and weights of zeros; once per shape.
-bool FusedProgram::own_row_kernel_faster(const RowConvShape& shape, const dnnl::convolution_forward::primitive_desc& pd) {
-  const auto key = std::make_tuple(shape.in_c, shape.out_c, shape.in_w, shape.out_w, shape.kernel_h, shape.kernel_w, shape.pad_left,
-                                   static_cast<int>(shape.activation.kind));
+// The own kernel's view of convolution `op` on a band (descriptors d), if its micro-kernel covers it.
+std::optional<RowConvShape> FusedProgram::own_row_shape(const Op& op, const Descs& d, int64_t in_rows, int64_t count) const {
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  const Window& win = op.window;
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t out_block = d.dst == d.rows ? out.c : channel_block();
+  const RowConvShape shape{in.c, out.c, in.w, out.w, win.kernel_h, win.kernel_w, win.pad_left, stacked ? channel_block() : in.c,
+                           out_block, op.activation};
+  if (op.groups != 1 || win.stride_w != 1 || win.dilation_w != 1 || win.dilation_h != 1 ||
+      (stacked && (count != 1 || in_rows != win.kernel_h)) || (out_block != out.c && count != 1) || !row_conv_supported(shape)) {
+    return std::nullopt;
+  }
+  return shape;
+}
+
+// Times a band on both kernels, alternating, on rows and weights of zeros; once per shape and band.
+bool FusedProgram::own_band_faster(const RowConvShape& shape, const OwnBand& band, const dnnl::convolution_forward::primitive_desc& pd) {
+  std::vector<int64_t> key = {shape.in_c,     shape.out_c,    shape.in_w, shape.out_w, shape.kernel_h, shape.kernel_w, shape.pad_left,
+                              shape.in_block, shape.out_block, static_cast<int64_t>(shape.activation.kind)};
+  for (const OwnBand::Row& row : band.rows) key.insert(key.end(), {row.src_offset, row.kernel_begin, row.kernel_end});
   if (const auto known = own_faster_.find(key); known != own_faster_.end()) return known->second;
-  const auto zeros = [](const memory::desc& md) { return std::vector<float>(md.get_size() / sizeof(float) + 1, 0.0f); };
-  std::vector<float> rows = zeros(pd.src_desc()), row = zeros(pd.dst_desc()), filters = zeros(pd.weights_desc());
-  std::vector<float> bias = zeros(pd.bias_desc()), scratch = zeros(pd.scratchpad_desc());
-  std::vector<float> packed(static_cast<size_t>(RowConv::packed_floats(shape)));
-  const std::vector<float> plain_filters(static_cast<size_t>(shape.out_c * shape.in_c * shape.kernel_h * shape.kernel_w), 0.0f);
-  const RowConv own(shape, plain_filters.data(), nullptr, packed.data());
+  // Buffers aligned as the executor's are (split cache-line loads of misaligned weights made the
+  // own kernel measure 30% slower than it runs).
+  const auto zeros = [](int64_t bytes) {
+    const auto size = static_cast<size_t>((bytes + 63) / 64 * 64 + 64);
+    std::unique_ptr<float[], decltype(&std::free)> buffer(static_cast<float*>(std::aligned_alloc(64, size)), &std::free);
+    if (!buffer) throw std::bad_alloc();
+    std::memset(buffer.get(), 0, size);
+    return buffer;
+  };
+  const auto bytes = [](const memory::desc& md) { return static_cast<int64_t>(md.get_size()); };
+  const auto rows = zeros(bytes(pd.src_desc())), row = zeros(bytes(pd.dst_desc())), filters = zeros(bytes(pd.weights_desc()));
+  const auto bias = zeros(bytes(pd.bias_desc())), scratch = zeros(bytes(pd.scratchpad_desc()));
+  const auto packed = zeros(RowConv::packed_floats(shape) * static_cast<int64_t>(sizeof(float)));
+  const auto plain_filters = zeros(shape.out_c * shape.in_c * shape.kernel_h * shape.kernel_w * static_cast<int64_t>(sizeof(float)));
+  const RowConv own(shape, plain_filters.get(), nullptr, packed.get());
   const dnnl::convolution_forward onednn(pd);
   const std::unordered_map<int, memory> args = {
-      {DNNL_ARG_SRC, memory(pd.src_desc(), cpu_engine(), rows.data())},
-      {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine(), row.data())},
-      {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), cpu_engine(), filters.data())},
-      {DNNL_ARG_BIAS, memory(pd.bias_desc(), cpu_engine(), bias.data())},
-      {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine(), scratch.data())}};
-  // Enough repetitions for a round of about 2 ms whatever the row's size.
-  const double flops = 2.0 * static_cast<double>(shape.out_c * shape.out_w * shape.in_c * shape.kernel_h * shape.kernel_w);
+      {DNNL_ARG_SRC, memory(pd.src_desc(), cpu_engine(), rows.get())},
+      {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine(), row.get())},
+      {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), cpu_engine(), filters.get())},
+      {DNNL_ARG_BIAS, memory(pd.bias_desc(), cpu_engine(), bias.get())},
+      {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine(), scratch.get())}};
+  // Enough repetitions for a round of about 2 ms whatever the band's size.
+  const double flops = 2.0 * static_cast<double>(band.rows.size()) *
+                       static_cast<double>(shape.out_c * shape.out_w * shape.in_c * shape.kernel_h * shape.kernel_w);
   const int repeats = static_cast<int>(std::clamp(1e8 / flops, 1.0, 1000.0));
   const auto seconds = [&](const auto& body) {
     const auto start = std::chrono::steady_clock::now();
     for (int r = 0; r < repeats; ++r) body();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  const auto run_own = [&] { own.run(rows.data(), row.data()); };
+  const auto run_own = [&] { run_own_band(own, band, rows.get(), row.get()); };
   const auto run_onednn = [&] {
     onednn.execute(stream_, args);
     stream_.wait();
@@ -1047,7 +1146,7 @@ bool FusedProgram::own_row_kernel_faster(const RowConvShape& shape, const dnnl::
     own_best = std::min(own_best, seconds(run_own));
     onednn_best = std::min(onednn_best, seconds(run_onednn));
   }
-  return own_faster_.emplace(key, own_best < onednn_best).first->second;
+  return own_faster_.emplace(std::move(key), own_best < onednn_best).first->second;
 }
 
 // Convolution and pooling on a band of output rows [first, first + count): the input rows it
@@ -1059,13 +1158,9 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   const Shape& in = graph_.input_of(op).shape;
   const Shape& out = graph_.output_of(op).shape;
   Window win = op.window;
-  const int64_t top = rows::window_rows(op, first).first, bottom = rows::window_rows(op, first + count - 1).last;
-  // Rows of zeros in the line buffer beyond the input's edges are read as rows.
-  const ZeroRows& zeros = zero_rows_[static_cast<size_t>(op.inputs[0])];
-  const int64_t a = std::max<int64_t>(-zeros.above, top), b = std::min<int64_t>(in.h - 1 + zeros.below, bottom);
-  if (b < a) fail_op(op, fmt::format("output rows {}..{} see no input row", first, first + count - 1));
-  *src_row = a;
-  const int64_t pad_t = a - top, pad_b = bottom - b, in_rows = b - a + 1;
+  const BandInput band = band_input(op, first, count);
+  *src_row = band.first_row;
+  const int64_t pad_t = band.pad_t, pad_b = band.pad_b, in_rows = band.rows;
   const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b, share);
   if (const auto found = window_kernels_.find(key); found != window_kernels_.end()) return found->second;
 
@@ -1076,27 +1171,15 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
     const memory::desc &src = d.src, &dst = d.dst;
     const memory::dims &strides = d.strides, &dilates = d.dilates, &pad_l = d.pad_l, &pad_rb = d.pad_rb;
     if (op.kind == OpKind::Conv) {
-      const int64_t g = op.groups;
-      // Stacked: the weights of the kernel rows the window covers, row after row along the input
-      // channels, as a 1 x kernel_w kernel (the input rows are stacked the same way).
-      const int64_t kh = stacked ? 1 : win.kernel_h, cin = stacked ? in_rows * in.c : in.c;
-      const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, kh, win.kernel_w}
-                                             : memory::dims{out.c, cin, kh, win.kernel_w};
-      const memory::desc weight_user(weight_dims, DataType::f32, g > 1 ? Tag::goihw : Tag::oihw);
-      const memory::desc weight_any(weight_dims, DataType::f32, Tag::any);
-      const memory::desc bias_md({out.c}, DataType::f32, Tag::x);
-      dnnl::post_ops ops;
-      append_activation(ops, op.activation);
-      const auto desc = op.bias ? dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, src,
-                                                                  weight_any, bias_md, dst, strides, dilates, pad_l, pad_rb)
-                                : dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, src,
-                                                                  weight_any, dst, strides, dilates, pad_l, pad_rb);
-      const dnnl::convolution_forward::primitive_desc pd(desc, user_scratchpad(ops), cpu_engine());
-      if (stacked && count == 1 && in_rows == win.kernel_h) kernel = own_row_kernel(id, pd);
+      kernel = own_row_kernel(id, d, in_rows, count, pad_t);
       if (kernel < 0) {
+        const dnnl::convolution_forward::primitive_desc pd = band_convolution(op, d, in_rows);
+        const memory::dims weight_dims = band_weight_dims(op, in_rows);
+        const memory::desc weight_user(weight_dims, DataType::f32, op.groups > 1 ? Tag::goihw : Tag::oihw);
         std::vector<float> stacked_weights;
         std::string weight_name = op.name + " weights";
         if (stacked) {
+          const int64_t cin = weight_dims[1];
           stacked_weights.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
           const float* w = op.weight->data();
           for (int64_t o = 0; o < out.c; ++o) {
@@ -1114,7 +1197,9 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
         std::unordered_map<int, memory> fixed;
         fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, stacked ? stacked_weights.data() : op.weight->data(),
                                           pd.weights_desc(), weight_name);
-        if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
+        if (op.bias) {
+          fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");
+        }
         kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
       }
       if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, share, kernel, dst, d.rows);
@@ -1523,6 +1608,11 @@ void FusedProgram::compile_steps() {
         piece.count = whole.first + whole.count * (k + 1) / shares - piece.first;
         pieces.emplace_back(piece, k);
       }
+    }
+    for (const auto& [fs, share] : pieces) {
+      if (fs.kind != StepKind::Compute || rows::mode_of(graph_, graph_.op(fs.op)) != rows::Mode::Window) continue;
+      auto [largest, fresh] = largest_band_.try_emplace(fs.op, fs.first, fs.count);
+      if (!fresh && fs.count > largest->second.second) largest->second = {fs.first, fs.count};
     }
     for (const auto& [fs, share] : pieces) {
       Step step;
@@ -2062,7 +2152,8 @@ std::string FusedProgram::describe() const {
 }  // namespace exec
 
 namespace {
-// Images whose kernels take longer on one thread than this are not timed to choose the sharing.
+// Images whose kernels take longer on one thread than this are not timed to choose the sharing or
+// the row kernels.
 constexpr double kLongestMeasuredImage = 0.5;
 // About how long the timing runs take, and how much faster the kernels way must measure to be kept:
 // a margin for the noise of a few runs, in favour of the pipeline whose split was calibrated
@@ -2070,41 +2161,18 @@ constexpr double kLongestMeasuredImage = 0.5;
 // reference's speed over ten runs after).
 constexpr double kMeasuringSeconds = 0.2;
 constexpr double kKernelsMargin = 0.97;
-}  // namespace
 
-std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
-  const auto executor = [&](std::unique_ptr<exec::FusedProgram> program, std::string description) -> std::unique_ptr<Executor> {
-    return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
-  };
-  const int threads = options.threads > 0 ? options.threads : exec::available_threads();
-  if (options.sharing != ThreadSharing::Measure || threads == 1) {
-    FusedOptions fixed = options;
-    if (fixed.sharing == ThreadSharing::Measure) fixed.sharing = ThreadSharing::Pipeline;
-    auto program = std::make_unique<exec::FusedProgram>(graph, plan, fixed);
-    std::string description = program->describe();
-    return executor(std::move(program), std::move(description));
-  }
-  // Both ways, each timed on an image of zeros (a first run untimed, then the best of 2-10 rounds,
-  // interleaved), unless an image takes long (dncnn at 512x512: seconds), where the timing would cost
-  // more than compiling and the pipeline is what large images are streamed with; Kernels is kept only where
-  // it is faster and holds no more activation memory, so that a peak measured with the pipeline
-  // (plan_under_memory_limit) bounds the kept one.
-  FusedOptions pipeline = options, kernels = options;
-  pipeline.sharing = ThreadSharing::Pipeline;
-  kernels.sharing = ThreadSharing::Kernels;
-  auto piped = std::make_unique<exec::FusedProgram>(graph, plan, pipeline);
-  if (piped->calibrated_seconds() > kLongestMeasuredImage) {
-    std::string description = piped->describe();
-    return executor(std::move(piped), std::move(description));
-  }
-  std::array<std::unique_ptr<exec::FusedProgram>, 2> programs = {std::move(piped), std::make_unique<exec::FusedProgram>(graph, plan, kernels)};
+using Program = std::unique_ptr<exec::FusedProgram>;
+
+// The best time of each program on an image of zeros: a first run untimed (first touches of
+// memory), then rounds interleaving the programs, more of them for small images (noisy to time),
+// about kMeasuringSeconds in all.
+std::vector<double> time_images(std::span<const Program> programs, double per_image) {
   std::vector<HostTensor> inputs, outputs;
   for (const Shape& shape : programs[0]->input_shapes()) inputs.emplace_back(shape);
   for (const Shape& shape : programs[0]->output_shapes()) outputs.emplace_back(shape);
-  std::array<double, 2> best = {1e30, 1e30};
-  for (auto& program : programs) program->run(inputs, outputs);  // first touches of memory, not timed
-  // Small images are noisy to time: more rounds, about a fifth of a second in all.
-  const double per_image = programs[0]->calibrated_seconds() / threads;
+  for (const Program& program : programs) program->run(inputs, outputs);
+  std::vector<double> best(programs.size(), 1e30);
   const int rounds = static_cast<int>(std::clamp(kMeasuringSeconds / std::max(per_image, 1e-4), 2.0, 10.0));
   for (int round = 0; round < rounds; ++round) {
     for (size_t k = 0; k < programs.size(); ++k) {
@@ -2113,13 +2181,69 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
       best[k] = std::min(best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
   }
-  const bool kernels_win = best[1] < kKernelsMargin * best[0] && programs[1]->memory_account().activation_peak_bytes() <=
-                                                    programs[0]->memory_account().activation_peak_bytes();
-  const size_t kept = kernels_win ? 1 : 0;
-  std::string description = fmt::format("{} (measured {:.2f} ms per image against {:.2f} ms {})", programs[kept]->describe(),
-                                        best[kept] * 1e3, best[1 - kept] * 1e3,
-                                        kernels_win ? "as a pipeline" : "with oneDNN's kernels on all threads");
-  return executor(std::move(programs[kept]), std::move(description));
+  return best;
+}
+
+// One image's time on the program's threads, from its calibration or, without one, one run.
+double image_seconds(exec::FusedProgram& program, int threads) {
+  if (program.calibrated_seconds() > 0) return program.calibrated_seconds() / threads;
+  std::vector<HostTensor> inputs, outputs;
+  for (const Shape& shape : program.input_shapes()) inputs.emplace_back(shape);
+  for (const Shape& shape : program.output_shapes()) outputs.emplace_back(shape);
+  const auto start = std::chrono::steady_clock::now();
+  program.run(inputs, outputs);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+}  // namespace
+
+std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options) {
+  const int threads = options.threads > 0 ? options.threads : exec::available_threads();
+  const bool measure_sharing = options.sharing == ThreadSharing::Measure && threads > 1;
+  FusedOptions chosen = options;
+  if (chosen.sharing == ThreadSharing::Measure) chosen.sharing = ThreadSharing::Pipeline;
+  Program program = std::make_unique<exec::FusedProgram>(graph, plan, chosen);
+  std::string measured;
+  // Images that take long (dncnn at 512x512: seconds) are not timed: the timing would cost more than
+  // compiling, and the pipeline is what large images are streamed with; their row kernels are
+  // chosen by timing each convolution's band alone (RowKernels::Measure).
+  const bool timed = (measure_sharing || options.row_kernels == RowKernels::Measure) &&
+                     image_seconds(*program, threads) <= kLongestMeasuredImage;
+  if (timed && options.row_kernels == RowKernels::Measure) {
+    // A band timed alone can mislead: in a pipeline of many convolutions oneDNN's NHWC kernels ran
+    // dncnn's 3x3 bands at 256x256 in 1.10 ms against the own kernel's 0.83 ms, alone in 0.73 against
+    // 0.72 ms. So the own kernels wherever they apply are timed against that choice on whole images.
+    FusedOptions own = chosen;
+    own.row_kernels = RowKernels::Own;
+    Program own_program = std::make_unique<exec::FusedProgram>(graph, plan, own);
+    if (own_program->own_convolutions() > program->own_convolutions()) {
+      std::array<Program, 2> programs = {std::move(program), std::move(own_program)};
+      const std::vector<double> best = time_images(programs, image_seconds(*programs[0], threads));
+      const size_t kept = best[1] < best[0] ? 1 : 0;
+      const std::string own_everywhere = "own row kernels wherever they apply", each_alone = "row kernels chosen per convolution timed alone";
+      measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
+                             best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
+      program = std::move(programs[kept]);
+      if (kept == 1) chosen = own;
+    }
+  }
+  // Kernels (the steps in order, oneDNN's kernels on all threads) is kept only where it is faster and
+  // holds no more activation memory, so that a peak measured with the pipeline (plan_under_memory_limit)
+  // bounds the kept one.
+  if (timed && measure_sharing) {
+    FusedOptions kernels = chosen;
+    kernels.sharing = ThreadSharing::Kernels;
+    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, kernels)};
+    const std::vector<double> best = time_images(programs, programs[0]->calibrated_seconds() / threads);
+    const bool kernels_win = best[1] < kKernelsMargin * best[0] && programs[1]->memory_account().activation_peak_bytes() <=
+                                                      programs[0]->memory_account().activation_peak_bytes();
+    const size_t kept = kernels_win ? 1 : 0;
+    const std::string sharing = fmt::format("measured {:.2f} ms per image against {:.2f} ms {}", best[kept] * 1e3, best[1 - kept] * 1e3,
+                                            kernels_win ? "as a pipeline" : "with oneDNN's kernels on all threads");
+    measured = measured.empty() ? sharing : fmt::format("{}; {}", measured, sharing);
+    program = std::move(programs[kept]);
+  }
+  std::string description = measured.empty() ? program->describe() : fmt::format("{} ({})", program->describe(), measured);
+  return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
 }
 
 }  // namespace occam

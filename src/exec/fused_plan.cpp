@@ -87,8 +87,10 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
   const auto peak_of = [&](const Plan& plan, int64_t band_bytes) {
     FusedOptions banded = options;
     banded.band_bytes = band_bytes;
-    // A pipeline's peak bounds what compile_fused keeps when it measures (ThreadSharing::Measure).
+    // A pipeline's peak bounds what compile_fused keeps when it measures (ThreadSharing::Measure),
+    // and so do oneDNN's row kernels (own ones need no scratchpad), without the timing.
     if (banded.sharing == ThreadSharing::Measure) banded.sharing = ThreadSharing::Pipeline;
+    if (banded.row_kernels == RowKernels::Measure) banded.row_kernels = RowKernels::OneDnn;
     return compile_fused(graph, plan, banded)->memory().activation_peak_bytes();
   };
   MemoryLimitedPlan result;

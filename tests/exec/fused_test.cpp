@@ -773,8 +773,9 @@ TEST(Fused, StackedRowsKeepOneCopyOfTheFiltersAtAnyCapacity) {
   }
 }
 
-// Stacked windows of row-blocked rows run on occam's own micro-kernel (RowConv) or on oneDNN's 1xK
-// kernel; both give the reference's numbers, on one thread and on two sharing the rows, with
+// Stacked windows of row-blocked rows (one row per step) and bands of NHWC rows run on occam's own
+// micro-kernel (RowConv) or on oneDNN's; both give the reference's numbers, on one thread and on two
+// sharing the rows, with
 // kernels of 3 and 5 rows and columns, a ReLU and a ReLU6 (clipped in registers), output rows that
 // are row-blocked (into the next convolution) or NHWC (converted: the last one), and dncnn. (The 5x5
 // layer found that a line buffer's second row of zeros below was written over a row its last
@@ -791,20 +792,23 @@ TEST(Fused, OwnRowKernelsMatchTheReference) {
   }
   b.mark_output(x);
   const Graph chain = with_weights(std::move(b).finish(), 47);
-  const bool own_supported = exec::row_conv_supported({16, 16, 70, 70, 3, 3, 1, exec::channel_block(), Activation::relu()});
+  const bool own_supported = exec::row_conv_supported({16, 16, 70, 70, 3, 3, 1, exec::channel_block(), exec::channel_block(), Activation::relu()});
   for (const Graph& graph : {chain, zoo("dncnn", 48, 64)}) {
     const std::vector<HostTensor> inputs = testing::random_inputs(graph);
     const std::vector<HostTensor> expected = compile_reference(graph)->run(inputs);
     for (const RowKernels kernels : {RowKernels::Own, RowKernels::OneDnn}) {
       for (const int threads : {1, 2}) {
-        FusedOptions options;
-        options.threads = threads;
-        options.sharing = ThreadSharing::Pipeline;
-        options.row_kernels = kernels;
-        const auto executor = compile_fused(graph, single_partition_plan(graph), options);
-        const std::string what = executor->describe();
-        EXPECT_EQ(what.find("own AVX2 row kernel") != std::string::npos, kernels == RowKernels::Own && own_supported) << what;
-        for (int run = 0; run < 3; ++run) EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance) << what;
+        for (const int64_t band_bytes : {int64_t{0}, int64_t{3 * 70 * 16 * 4}}) {  // one row per step (row-blocked), or NHWC bands of 3 rows
+          FusedOptions options;
+          options.threads = threads;
+          options.band_bytes = band_bytes;
+          options.sharing = ThreadSharing::Pipeline;
+          options.row_kernels = kernels;
+          const auto executor = compile_fused(graph, single_partition_plan(graph), options);
+          const std::string what = executor->describe();
+          EXPECT_EQ(what.find("own AVX2 row kernel") != std::string::npos, kernels == RowKernels::Own && own_supported) << what;
+          for (int run = 0; run < 3; ++run) EXPECT_LE(worst_error(executor->run(inputs), expected), kTolerance) << what;
+        }
       }
     }
   }

@@ -10,17 +10,19 @@
 namespace occam::exec {
 namespace {
 
-// A plain convolution of one output row over kernel_h row-blocked input rows, written from the
-// definition: what RowConv must compute.
+// A plain convolution of one output row over the kernel rows [begin, end), whose input rows start at
+// `rows`, written from the definition: what RowConv must compute.
 std::vector<float> convolve_by_definition(const RowConvShape& s, const std::vector<float>& rows, const std::vector<float>& weights,
-                                          const std::vector<float>& bias) {
-  const auto at = [&](int64_t kh, int64_t c, int64_t x) { return rows[static_cast<size_t>(kh * s.in_c * s.in_w + (c / s.block) * s.in_w * s.block + x * s.block + c % s.block)]; };
+                                          const std::vector<float>& bias, int64_t begin, int64_t end) {
+  const auto at = [&](int64_t kh, int64_t c, int64_t x) {
+    return rows[static_cast<size_t>((kh - begin) * s.in_c * s.in_w + (c / s.in_block) * s.in_w * s.in_block + x * s.in_block + c % s.in_block)];
+  };
   std::vector<float> out(static_cast<size_t>(s.out_c * s.out_w));
   for (int64_t o = 0; o < s.out_c; ++o) {
     for (int64_t x = 0; x < s.out_w; ++x) {
       double sum = bias.empty() ? 0.0 : bias[static_cast<size_t>(o)];
       for (int64_t c = 0; c < s.in_c; ++c) {
-        for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+        for (int64_t kh = begin; kh < end; ++kh) {
           for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
             const int64_t ix = x + kw - s.pad_left;
             if (ix < 0 || ix >= s.in_w) continue;
@@ -31,7 +33,7 @@ std::vector<float> convolve_by_definition(const RowConvShape& s, const std::vect
       auto value = static_cast<float>(sum);
       if (s.activation.kind == ActKind::Relu) value = std::max(value, 0.0f);
       if (s.activation.kind == ActKind::Clip) value = std::clamp(value, s.activation.lo, s.activation.hi);
-      out[static_cast<size_t>((o / s.block) * s.out_w * s.block + x * s.block + o % s.block)] = value;
+      out[static_cast<size_t>((o / s.out_block) * s.out_w * s.out_block + x * s.out_block + o % s.out_block)] = value;
     }
   }
   return out;
@@ -41,50 +43,70 @@ TEST(RowConv, EqualsTheDefinitionOnRandomShapes) {
   std::mt19937 rng(20261126);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   int checked = 0;
-  for (int trial = 0; trial < 60; ++trial) {
+  for (int trial = 0; trial < 90; ++trial) {
+    // Blocks of 8 or 16 channels (oneDNN's blocked rows) or all of them (NHWC rows); output channels
+    // a multiple of 8, so that some end in a group of 8 rather than 16.
     RowConvShape s;
-    s.block = trial % 3 == 0 ? 16 : 8;
-    s.in_c = s.block * std::uniform_int_distribution<int64_t>(1, 4)(rng);
-    s.out_c = 16 * std::uniform_int_distribution<int64_t>(1, 3)(rng);
-    s.kernel_h = std::uniform_int_distribution<int64_t>(1, 3)(rng);
-    s.kernel_w = std::uniform_int_distribution<int64_t>(1, 5)(rng);
-    s.in_w = std::uniform_int_distribution<int64_t>(1, 23)(rng);
-    s.pad_left = std::uniform_int_distribution<int64_t>(0, s.kernel_w)(rng);
-    const int64_t pad_right = std::uniform_int_distribution<int64_t>(0, s.kernel_w)(rng);
+    const auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    s.in_c = 16 * pick(1, 3) - (trial % 2 ? 8 : 0);
+    s.out_c = 8 * pick(1, 5);
+    const auto block = [&](int64_t channels) {
+      const int64_t choice = pick(0, 2);
+      return choice == 0 ? channels : choice == 1 || channels % 16 != 0 ? 8 : 16;
+    };
+    s.in_block = block(s.in_c);
+    s.out_block = block(s.out_c);
+    s.kernel_h = pick(1, 3);
+    s.kernel_w = pick(1, 5);
+    s.in_w = pick(1, 23);
+    s.pad_left = pick(0, s.kernel_w);
+    const int64_t pad_right = pick(0, s.kernel_w);
+    // The kernel rows the image has (the others on padding), sometimes none.
+    const int64_t begin = pick(0, s.kernel_h - 1), end = trial % 7 == 0 ? begin : pick(begin + 1, s.kernel_h);
     s.out_w = s.in_w + s.pad_left + pad_right - s.kernel_w + 1;
     if (s.out_w < 1) continue;
     const int kind = trial % 4;
     s.activation = kind == 1 ? Activation::relu() : kind == 2 ? Activation::relu6() : kind == 3 ? Activation{ActKind::Clip, -0.5f, 0.25f} : Activation{};
     if (!row_conv_supported(s)) GTEST_SKIP() << "this CPU has no AVX2 with FMA";
 
-    std::vector<float> rows(static_cast<size_t>(s.kernel_h * s.in_c * s.in_w)), weights(static_cast<size_t>(s.out_c * s.in_c * s.kernel_h * s.kernel_w));
+    std::vector<float> rows(static_cast<size_t>((end - begin) * s.in_c * s.in_w)), weights(static_cast<size_t>(s.out_c * s.in_c * s.kernel_h * s.kernel_w));
     std::vector<float> bias(trial % 5 == 0 ? 0 : static_cast<size_t>(s.out_c));
     for (auto* values : {&rows, &weights, &bias}) std::generate(values->begin(), values->end(), [&] { return uniform(rng); });
     std::vector<float> packed(static_cast<size_t>(RowConv::packed_floats(s)));
     const RowConv conv(s, weights.data(), bias.empty() ? nullptr : bias.data(), packed.data());
     std::vector<float> out(static_cast<size_t>(s.out_c * s.out_w), std::nanf(""));
-    conv.run(rows.data(), out.data());
+    conv.run(rows.data(), out.data(), begin, end);
 
-    const std::vector<float> expected = convolve_by_definition(s, rows, weights, bias);
+    const std::vector<float> expected = convolve_by_definition(s, rows, weights, bias, begin, end);
     for (size_t i = 0; i < out.size(); ++i) {
       ASSERT_NEAR(out[i], expected[i], 1e-4f * (1.0f + std::fabs(expected[i])))
-          << "trial " << trial << ": block " << s.block << ", " << s.in_c << " -> " << s.out_c << " channels, kernel " << s.kernel_h << "x"
-          << s.kernel_w << ", width " << s.in_w << " -> " << s.out_w << ", pad left " << s.pad_left << ", element " << i;
+          << "trial " << trial << ": " << s.in_c << " -> " << s.out_c << " channels in blocks of " << s.in_block << " -> " << s.out_block
+          << ", kernel " << s.kernel_h << "x" << s.kernel_w << " (rows " << begin << ".." << end << "), width " << s.in_w << " -> "
+          << s.out_w << ", pad left " << s.pad_left << ", element " << i;
     }
     ++checked;
   }
-  EXPECT_GT(checked, 40);
+  EXPECT_GT(checked, 60);
 }
 
 TEST(RowConv, SupportsOnlyWhatItsMicroKernelCovers) {
-  RowConvShape s{64, 64, 512, 512, 3, 3, 1, 8, Activation::relu()};
+  RowConvShape s{64, 64, 512, 512, 3, 3, 1, 8, 8, Activation::relu()};
   if (!row_conv_supported(s)) GTEST_SKIP() << "this CPU has no AVX2 with FMA";
+  RowConvShape nhwc = s;
+  nhwc.in_block = 64;
+  nhwc.out_block = 64;
+  EXPECT_TRUE(row_conv_supported(nhwc));
   RowConvShape odd_outputs = s;
-  odd_outputs.out_c = 24;
+  odd_outputs.out_c = 20;
+  odd_outputs.out_block = 20;
   EXPECT_FALSE(row_conv_supported(odd_outputs));
   RowConvShape partial_block = s;
   partial_block.in_c = 12;
   EXPECT_FALSE(row_conv_supported(partial_block));
+  RowConvShape uneven_blocks = s;
+  uneven_blocks.in_c = 24;
+  uneven_blocks.in_block = 16;
+  EXPECT_FALSE(row_conv_supported(uneven_blocks));
   RowConvShape sigmoid = s;
   sigmoid.activation = {ActKind::Sigmoid};
   EXPECT_FALSE(row_conv_supported(sigmoid));
