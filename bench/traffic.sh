@@ -230,7 +230,7 @@ counts() {  # executor image
     /^totals:/ { for (i = 2; i <= NF; ++i) v[name[i - 1]] = $i }
     END {
       if (!("DLdmw" in v) && !("DLmw" in v)) { print "missing events" > "/dev/stderr"; exit 1 }
-      printf "%d %d %d %d\n", v["Ir"], v["ILmr"] + v["DLmr"], v["DLmw"], v["ILdmr"] + v["DLdmr"] + v["DLdmw"]
+      printf "%.0f %.0f %.0f %.0f\n", v["Ir"], v["ILmr"] + v["DLmr"], v["DLmw"], v["ILdmr"] + v["DLdmr"] + v["DLdmw"]
     }' "$file"
 }
 value() {  # key log -> value of key=... in the driver's output
