@@ -4,13 +4,16 @@
 #
 #   bench/traffic.sh MODEL RESOLUTION [--sram SIZE] [--images N] [--jobs 1|2] [--only fused|reference]
 #                    [--assoc N] [--build-dir DIR] [--out DIR] [--no-build] [--report-only] [--strict]
-#                    [--driver PATH] [--isa AVX2|SSE41]
+#                    [--driver PATH] [--isa AVX2|SSE41] [--plan-sram SIZE]
 #   e.g. bench/traffic.sh mobilenet_v2 1024 --jobs 2
 #        bench/traffic.sh dncnn 512 --sram 32MiB
 #        bench/traffic.sh resnet18 224 --images 2
 # --report-only reads the dumps of an earlier run in --out again; --strict exits 1 when a goal
 # (fused within 1.25x of its prediction, reference >= 5x the fused DRAM traffic) is missed;
 # --driver runs another traffic_driver binary (e.g. a saved one, to compare executor versions).
+# --plan-sram plans for a capacity other than the simulated LL (default: the same): headroom for
+# what the executor holds beyond the plan's closure and filters, or what the simulator sees twice
+# (the double-mapped line buffers' second copies, see below).
 # --isa caps oneDNN's kernels (ONEDNN_MAX_CPU_ISA, AVX2 by default): valgrind runs FMA instructions
 # through helper calls, SSE4.1 code (no FMA) about 4x faster (dncnn 64x64: 62 s against 262 s);
 # the kernels' own blocking differs, so the line counts do too (there: 3-17% more with SSE4.1).
@@ -101,6 +104,7 @@ strict=0
 report_only=0
 driver=""
 isa=AVX2
+plan_sram=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --sram) sram=${2:?--sram needs a size}; shift 2 ;;
@@ -115,6 +119,7 @@ while [[ $# -gt 0 ]]; do
     --report-only) report_only=1; shift ;;
     --driver) driver=${2:?--driver needs a path}; shift 2 ;;
     --isa) isa=${2:?--isa needs AVX2 or SSE41}; shift 2 ;;
+    --plan-sram) plan_sram=${2:?--plan-sram needs a size}; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "traffic.sh: unknown option $1" >&2; usage ;;
   esac
@@ -141,6 +146,7 @@ to_bytes() {
   esac
 }
 capacity=$(to_bytes "$sram")
+plan_capacity=$(to_bytes "${plan_sram:-$sram}")
 ((capacity % 64 == 0)) || die "--sram $sram: the capacity must be whole 64-byte lines"
 lines=$((capacity / 64))
 power_of_two() { (($1 > 0 && ($1 & ($1 - 1)) == 0)); }
@@ -156,7 +162,7 @@ else
   fi
 fi
 
-[[ -n $out ]] || out="$build/traffic-results/$model-$resolution-$sram"
+[[ -n $out ]] || out="$build/traffic-results/$model-$resolution-$sram${plan_sram:+-plan$plan_sram}"
 mkdir -p "$out"
 
 # --- build (portable AVX2) and plan
@@ -177,7 +183,7 @@ if grep -q 'OCCAM_ARCH:STRING=native' "$build/CMakeCache.txt" 2> /dev/null && gr
   die "$build was built with -march=native on an AVX-512 machine: valgrind cannot run it; use -DOCCAM_ARCH=x86-64-v3"
 fi
 
-((report_only)) || "$occam" plan "$model" --resolution "$resolution" --bytes-per-elem 4 --sram "$capacity" --json "$out/plan.json" \
+((report_only)) || "$occam" plan "$model" --resolution "$resolution" --bytes-per-elem 4 --sram "$plan_capacity" --json "$out/plan.json" \
   > "$out/plan.txt" 2>&1 || die "occam plan failed, see $out/plan.txt"
 
 # --- one valgrind process per executor
@@ -252,7 +258,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "inf" }'; }
 
 {
-  echo "# $model $resolution: main-memory traffic per image, MiB (2^20 B), callgrind LL = $capacity B ($sram), $assoc-way, 64 B lines; D1 32 KiB 8-way"
+  echo "# $model $resolution: main-memory traffic per image, MiB (2^20 B), callgrind LL = $capacity B ($sram), $assoc-way, 64 B lines; D1 32 KiB 8-way; plan made for $plan_capacity B (${plan_sram:-$sram})"
   if [[ -f $fused_log && " ${executors[*]} " == *" fused "* ]]; then
     parts=$(value plan_partitions "$fused_log")
     plan_traffic=$(value plan_traffic_bytes "$fused_log")
