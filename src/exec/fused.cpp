@@ -1029,12 +1029,12 @@ FusedProgram::Descs FusedProgram::window_descs(const Op& op, int64_t in_rows, in
   return d;
 }
 
-// Where each output row of a band of `count` rows finds its input rows (`in_rows` from the band's
-// first, `pad_t` rows of padding above it) and which kernel rows those are.
+// Where each output row of a band of `count` rows (stride 1) finds its input rows (`in_rows` from
+// the band's first, `pad_t` rows of padding above it) and which kernel rows those are.
 OwnBand own_band(const Op& op, int64_t in_rows, int64_t count, int64_t pad_t, int64_t in_row_floats, int64_t out_row_floats) {
   OwnBand band;
   for (int64_t j = 0; j < count; ++j) {
-    const int64_t top = j * op.window.stride_h - pad_t;  // output row j's first kernel row, from the band's first input row
+    const int64_t top = j - pad_t;  // output row j's first kernel row, from the band's first input row
     const int64_t begin = std::max<int64_t>(0, -top), end = std::clamp<int64_t>(in_rows - top, begin, op.window.kernel_h);
     band.rows.push_back({std::max<int64_t>(top, 0) * in_row_floats, j * out_row_floats, begin, end});
   }
@@ -1046,11 +1046,9 @@ void run_own_band(const RowConv& conv, const OwnBand& band, const float* src, fl
 }
 
 // A band of convolution `id` on occam's own micro-kernel (RowConv), or -1 where the options or the
-// shape leave it to oneDNN, or where they ask to measure and oneDNN runs the op's
-// largest band faster (one choice per op, so that its weights are kept once; the largest band,
-// because the two kernels differ most there: oneDNN's NHWC kernels slow down on bands of many rows
-// where they match ours on a few). The band's rows: a stacked window of row-blocked rows, or NHWC
-// rows (d).
+// shape leave it to oneDNN, or where they ask to measure and oneDNN runs the op's largest band (the
+// steps it spends most of its time in) faster: one choice per op, so that its weights are kept
+// once. The band's rows: a stacked window of row-blocked rows, or NHWC rows (d).
 int FusedProgram::own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t) {
   const Op& op = graph_.op(id);
   const std::optional<RowConvShape> shape = own_row_shape(op, d, in_rows, count);
@@ -1092,7 +1090,7 @@ std::optional<RowConvShape> FusedProgram::own_row_shape(const Op& op, const Desc
   const int64_t out_block = d.dst == d.rows ? out.c : channel_block();
   const RowConvShape shape{in.c, out.c, in.w, out.w, win.kernel_h, win.kernel_w, win.pad_left, stacked ? channel_block() : in.c,
                            out_block, op.activation};
-  if (op.groups != 1 || win.stride_w != 1 || win.dilation_w != 1 || win.dilation_h != 1 ||
+  if (op.groups != 1 || win.stride_h != 1 || win.stride_w != 1 || win.dilation_w != 1 || win.dilation_h != 1 ||
       (stacked && (count != 1 || in_rows != win.kernel_h)) || (out_block != out.c && count != 1) || !row_conv_supported(shape)) {
     return std::nullopt;
   }

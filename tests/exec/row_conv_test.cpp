@@ -90,26 +90,18 @@ TEST(RowConv, EqualsTheDefinitionOnRandomShapes) {
 }
 
 TEST(RowConv, SupportsOnlyWhatItsMicroKernelCovers) {
-  RowConvShape s{64, 64, 512, 512, 3, 3, 1, 8, 8, Activation::relu()};
-  if (!row_conv_supported(s)) GTEST_SKIP() << "this CPU has no AVX2 with FMA";
-  RowConvShape nhwc = s;
-  nhwc.in_block = 64;
-  nhwc.out_block = 64;
-  EXPECT_TRUE(row_conv_supported(nhwc));
-  RowConvShape odd_outputs = s;
-  odd_outputs.out_c = 20;
-  odd_outputs.out_block = 20;
-  EXPECT_FALSE(row_conv_supported(odd_outputs));
-  RowConvShape partial_block = s;
-  partial_block.in_c = 12;
-  EXPECT_FALSE(row_conv_supported(partial_block));
-  RowConvShape uneven_blocks = s;
-  uneven_blocks.in_c = 24;
-  uneven_blocks.in_block = 16;
-  EXPECT_FALSE(row_conv_supported(uneven_blocks));
-  RowConvShape sigmoid = s;
-  sigmoid.activation = {ActKind::Sigmoid};
-  EXPECT_FALSE(row_conv_supported(sigmoid));
+  const RowConvShape dense{64, 64, 512, 512, 3, 3, 1, 8, 8, Activation::relu()};
+  if (!row_conv_supported(dense)) GTEST_SKIP() << "this CPU has no AVX2 with FMA";
+  const auto supported_with = [&](const auto& change) {
+    RowConvShape s = dense;
+    change(s);
+    return row_conv_supported(s);
+  };
+  EXPECT_TRUE(supported_with([](RowConvShape& s) { s.in_block = s.out_block = 64; }));  // NHWC rows
+  EXPECT_FALSE(supported_with([](RowConvShape& s) { s.out_c = s.out_block = 20; }));   // not a multiple of 8 channels
+  EXPECT_FALSE(supported_with([](RowConvShape& s) { s.in_c = 12; }));                   // a partial block
+  EXPECT_FALSE(supported_with([](RowConvShape& s) { s.in_c = 24, s.in_block = 16; }));  // blocks that do not divide the channels
+  EXPECT_FALSE(supported_with([](RowConvShape& s) { s.activation = {ActKind::Sigmoid}; }));
 }
 
 }  // namespace
