@@ -30,6 +30,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
                       blocked_at(*own_blocked_out), {}});
 
   // oneDNN 1xK over K stacked rows, one call per output row
-  memory::desc stacked_weights_md, whole_weights_md, nhwc_weights_md;
+  memory::desc stacked_weights_md;
   const memory::desc stacked_src({1, kernel * channels, 1, width}, DataType::f32, blocked_tag());
   const memory::desc row_dst({1, channels, 1, width}, DataType::f32, blocked_tag());
   const auto stacked = convolution(stacked_src, row_dst, channels, kernel * channels, 1, kernel, pad, &stacked_weights_md);
@@ -163,20 +164,28 @@ int main(int argc, char** argv) {
                       },
                       blocked_at(*stacked_out), {}});
 
-  // oneDNN KxK on the whole nChw8c tensor (rows of zeros as its padding rows)
-  const memory::desc whole_src({1, channels, in_rows, width}, DataType::f32, blocked_tag());
-  const memory::desc whole_dst({1, channels, rows, width}, DataType::f32, blocked_tag());
-  const auto whole = convolution(whole_src, whole_dst, channels, channels, kernel, kernel, pad, &whole_weights_md);
-  const memory whole_weights = reordered(whole_weights_md, filters.data(), {channels, channels, kernel, kernel});
-  auto whole_out = std::make_shared<AlignedFloats>(rows * row_floats);
-  const memory whole_src_memory(whole_src, cpu_engine(), planar_in.get()), whole_dst_memory(whole_dst, cpu_engine(), whole_out->get());
-  variants.push_back({"oneDNN KxK whole", [&, whole] {
-                        whole.execute(stream, {{DNNL_ARG_SRC, whole_src_memory}, {DNNL_ARG_WEIGHTS, whole_weights}, {DNNL_ARG_BIAS, bias_memory},
-                                               {DNNL_ARG_DST, whole_dst_memory}});
-                        stream.wait();
-                      },
-                      [whole_out, block, width, rows](int64_t c, int64_t y, int64_t x) { return whole_out->get()[((c / block) * rows + y) * width * block + x * block + c % block]; },
-                      {}});
+  // oneDNN's KxK convolution in one call over all rows of an input held in `tag` (rows of zeros as
+  // its padding rows), into an output in the same layout read back by `at`.
+  const auto one_call = [&](const std::string& name, Tag tag, const AlignedFloats& input,
+                            const std::function<std::function<float(int64_t, int64_t, int64_t)>(const AlignedFloats&)>& at) {
+    const memory::desc src({1, channels, in_rows, width}, DataType::f32, tag), dst({1, channels, rows, width}, DataType::f32, tag);
+    memory::desc weights_md;
+    const auto primitive = convolution(src, dst, channels, channels, kernel, kernel, pad, &weights_md);
+    auto out = std::make_shared<AlignedFloats>(rows * row_floats);
+    const auto args = std::make_shared<std::unordered_map<int, memory>>(std::unordered_map<int, memory>{
+        {DNNL_ARG_SRC, memory(src, cpu_engine(), input.get())},
+        {DNNL_ARG_WEIGHTS, reordered(weights_md, filters.data(), {channels, channels, kernel, kernel})},
+        {DNNL_ARG_BIAS, bias_memory},
+        {DNNL_ARG_DST, memory(dst, cpu_engine(), out->get())}});
+    variants.push_back({name, [&stream, primitive, args, out] {
+                          primitive.execute(stream, *args);
+                          stream.wait();
+                        },
+                        at(*out), {}});
+  };
+  one_call("oneDNN KxK whole", blocked_tag(), planar_in, [=](const AlignedFloats& out) {
+    return [&out, block, width, rows](int64_t c, int64_t y, int64_t x) { return out.get()[((c / block) * rows + y) * width * block + x * block + c % block]; };
+  });
 
   // NHWC bands: the own kernel per output row, oneDNN on the whole band
   const auto nhwc_at = [=](const AlignedFloats& out) {
@@ -186,18 +195,7 @@ int main(int argc, char** argv) {
                         for (int64_t y = 0; y < rows; ++y) own_nhwc->run(nhwc_in.get() + y * row_floats, own_nhwc_out->get() + y * row_floats);
                       },
                       nhwc_at(*own_nhwc_out), {}});
-  const memory::desc band_src({1, channels, in_rows, width}, DataType::f32, Tag::nhwc);
-  const memory::desc band_dst({1, channels, rows, width}, DataType::f32, Tag::nhwc);
-  const auto band = convolution(band_src, band_dst, channels, channels, kernel, kernel, pad, &nhwc_weights_md);
-  const memory band_weights = reordered(nhwc_weights_md, filters.data(), {channels, channels, kernel, kernel});
-  auto band_out = std::make_shared<AlignedFloats>(rows * row_floats);
-  const memory band_src_memory(band_src, cpu_engine(), nhwc_in.get()), band_dst_memory(band_dst, cpu_engine(), band_out->get());
-  variants.push_back({"oneDNN NHWC band", [&, band] {
-                        band.execute(stream, {{DNNL_ARG_SRC, band_src_memory}, {DNNL_ARG_WEIGHTS, band_weights}, {DNNL_ARG_BIAS, bias_memory},
-                                              {DNNL_ARG_DST, band_dst_memory}});
-                        stream.wait();
-                      },
-                      nhwc_at(*band_out), {}});
+  one_call("oneDNN NHWC band", Tag::nhwc, nhwc_in, nhwc_at);
 
   for (Variant& v : variants) v.run();  // first touches, and the outputs to compare
   const Variant& reference = variants[2];
