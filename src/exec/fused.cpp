@@ -212,6 +212,8 @@ public:
   // The kernels' time for one image on one thread, as calibrated for the threads' split (0 if none).
   double calibrated_seconds() const { return calibrated_seconds_; }
   size_t own_convolutions() const { return own_convs_.size(); }
+  // Convolutions the own kernel could run (all of them on it with RowKernels::Own).
+  size_t own_candidates() const { return own_candidates_.size(); }
 
 private:
   // --- compilation
@@ -341,6 +343,7 @@ private:
   std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
   std::map<int, int> wrapped_;  // kernel -> the primitive kernel it runs: the same thread's scratchpad
   std::map<OpId, std::shared_ptr<const RowConv>> own_convs_;  // convolutions on occam's own row kernel
+  std::set<OpId> own_candidates_;
   std::map<OpId, bool> own_chosen_;               // measured: whether the op runs on its own row kernel
   std::map<OpId, std::pair<int64_t, int64_t>> largest_band_;  // per window op: (first, count) of its largest step
   std::map<std::vector<int64_t>, bool> own_faster_;  // measured: per shape and band
@@ -1052,7 +1055,9 @@ void run_own_band(const RowConv& conv, const OwnBand& band, const float* src, fl
 int FusedProgram::own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t) {
   const Op& op = graph_.op(id);
   const std::optional<RowConvShape> shape = own_row_shape(op, d, in_rows, count);
-  if (!shape || options_.row_kernels == RowKernels::OneDnn) return -1;
+  if (!shape) return -1;
+  own_candidates_.insert(id);
+  if (options_.row_kernels == RowKernels::OneDnn) return -1;
   const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
   const int64_t in_row_floats = shape->in_c * shape->in_w, out_row_floats = shape->out_c * shape->out_w;
   if (options_.row_kernels == RowKernels::Measure) {
@@ -2204,25 +2209,23 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   // Images that take long (dncnn at 512x512: seconds) are not timed: the timing would cost more than
   // compiling, and the pipeline is what large images are streamed with; their row kernels are
   // chosen by timing each convolution's band alone (RowKernels::Measure).
-  const bool timed = (measure_sharing || options.row_kernels == RowKernels::Measure) &&
-                     image_seconds(*program, threads) <= kLongestMeasuredImage;
-  if (timed && options.row_kernels == RowKernels::Measure) {
+  const bool measuring = measure_sharing || options.row_kernels == RowKernels::Measure;
+  const double per_image = measuring ? image_seconds(*program, threads) : 0.0;
+  const bool timed = measuring && per_image <= kLongestMeasuredImage;
+  if (timed && options.row_kernels == RowKernels::Measure && program->own_candidates() > program->own_convolutions()) {
     // A band timed alone can mislead: in a pipeline of many convolutions oneDNN's NHWC kernels ran
     // dncnn's 3x3 bands at 256x256 in 1.10 ms against the own kernel's 0.83 ms, alone in 0.73 against
     // 0.72 ms. So the own kernels wherever they apply are timed against that choice on whole images.
     FusedOptions own = chosen;
     own.row_kernels = RowKernels::Own;
-    Program own_program = std::make_unique<exec::FusedProgram>(graph, plan, own);
-    if (own_program->own_convolutions() > program->own_convolutions()) {
-      std::array<Program, 2> programs = {std::move(program), std::move(own_program)};
-      const std::vector<double> best = time_images(programs, image_seconds(*programs[0], threads));
-      const size_t kept = best[1] < best[0] ? 1 : 0;
-      const std::string own_everywhere = "own row kernels wherever they apply", each_alone = "row kernels chosen per convolution timed alone";
-      measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
-                             best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
-      program = std::move(programs[kept]);
-      if (kept == 1) chosen = own;
-    }
+    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, own)};
+    const std::vector<double> best = time_images(programs, per_image);
+    const size_t kept = best[1] < best[0] ? 1 : 0;
+    const std::string own_everywhere = "own row kernels wherever they apply", each_alone = "row kernels chosen per convolution timed alone";
+    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
+                           best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
+    program = std::move(programs[kept]);
+    if (kept == 1) chosen = own;
   }
   // Kernels (the steps in order, oneDNN's kernels on all threads) is kept only where it is faster and
   // holds no more activation memory, so that a peak measured with the pipeline (plan_under_memory_limit)
