@@ -198,6 +198,22 @@ TEST(Cli, RunComparesFusedWithTheReferenceAndWritesDenseOutputsAsPng) {
   EXPECT_NE(classes.output.find("class "), std::string::npos) << classes.output;
 }
 
+// --row-kernels own puts dncnn's 64-channel convolutions on occam's own kernel (where the CPU has
+// AVX2 with FMA), onednn keeps them on oneDNN's; both still match the reference; anything else is
+// refused by name.
+TEST(Cli, RunPutsConvolutionsOnTheRowKernelsAsked) {
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  for (const std::string kernels : {"own", "onednn"}) {
+    const Result r = occam("run dncnn --resolution 48x64 --compare --runs 1 --threads 1 --png /dev/null --row-kernels " + kernels);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output.find("15 convolutions on occam's own AVX2 row kernel") != std::string::npos, kernels == "own" && avx2) << r.output;
+    EXPECT_NE(r.output.find("max relative error"), std::string::npos) << r.output;
+  }
+  const Result bad = occam("run dncnn --resolution 48x64 --runs 1 --row-kernels fast");
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("--row-kernels: fast not in {measure,onednn,own}"), std::string::npos) << bad.output;
+}
+
 TEST(Cli, RunRejectsBadInputInOneLine) {
   expect_clear_error("run mobilenet_v2 --resolution 64 --input /nonexistent/cat.png", "/nonexistent/cat.png");
   expect_clear_error("run mobilenet_v2 --resolution 64 --batch 0", "--batch 0");
