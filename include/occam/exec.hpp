@@ -159,6 +159,10 @@ public:
   virtual std::string describe() const = 0;
   virtual std::span<const Shape> input_shapes() const = 0;
   virtual std::span<const Shape> output_shapes() const = 0;
+  // Per thread of a pipeline: seconds its last run() spent waiting for the other threads (filling
+  // and draining the pipeline, or a step's input not yet produced). Empty where threads do not wait
+  // for each other (one thread, or oneDNN's kernels splitting their own work).
+  virtual std::vector<double> thread_waits() const { return {}; }
 };
 
 enum class ConvAlgorithm : uint8_t {

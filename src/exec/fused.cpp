@@ -214,6 +214,8 @@ public:
   size_t own_convolutions() const { return own_convs_.size(); }
   // Convolutions the own kernel could run (all of them on it with RowKernels::Own).
   size_t own_candidates() const { return own_candidates_.size(); }
+  // Per thread: seconds the last run() spent waiting for the other threads (empty with one thread).
+  std::vector<double> thread_waits() const;
 
 private:
   // --- compilation
@@ -364,6 +366,7 @@ private:
   std::vector<Wait> waits_;
   struct alignas(64) Progress {
     std::atomic<int64_t> done{0};  // steps completed, counted over the images of a run
+    double waited_seconds = 0;     // written by its own thread only, read after the run
   };
   std::unique_ptr<Progress[]> progress_;
   std::atomic<bool> abort_{false};
@@ -2043,7 +2046,10 @@ void FusedProgram::run_lane(int thread, int64_t images) {
   const auto t = static_cast<size_t>(thread);
   const std::vector<uint32_t>& lane = lanes_[t];
   std::vector<float*> resolved;
+  double waited = 0;
   const auto wait_until = [&](size_t u, int64_t target) {
+    if (progress_[u].done.load(std::memory_order_acquire) >= target) return;
+    const auto start = std::chrono::steady_clock::now();
     for (int spins = 0; progress_[u].done.load(std::memory_order_acquire) < target; ++spins) {
       if (abort_.load(std::memory_order_relaxed)) throw std::runtime_error("another thread failed");
       if (spins < kSpinsBeforeYield) {
@@ -2052,6 +2058,7 @@ void FusedProgram::run_lane(int thread, int64_t images) {
         sched_yield();
       }
     }
+    waited += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   for (int64_t n = 0; n < images; ++n) {
     // The next image reuses every line buffer: all threads finish this one first.
@@ -2067,6 +2074,13 @@ void FusedProgram::run_lane(int thread, int64_t images) {
       progress_[t].done.store(n * static_cast<int64_t>(lane.size()) + static_cast<int64_t>(k) + 1, std::memory_order_release);
     }
   }
+  progress_[t].waited_seconds = waited;
+}
+
+std::vector<double> FusedProgram::thread_waits() const {
+  std::vector<double> seconds;
+  for (int t = 0; t < threads_ && threads_ > 1; ++t) seconds.push_back(progress_[static_cast<size_t>(t)].waited_seconds);
+  return seconds;
 }
 
 void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor> outputs) {
@@ -2080,7 +2094,10 @@ void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor>
                   inputs[static_cast<size_t>(in)].values.data() + static_cast<size_t>(n) * floats, floats * sizeof(float));
     }
   }
-  for (int t = 0; t < threads_; ++t) progress_[static_cast<size_t>(t)].done.store(0, std::memory_order_relaxed);
+  for (int t = 0; t < threads_; ++t) {
+    progress_[static_cast<size_t>(t)].done.store(0, std::memory_order_relaxed);
+    progress_[static_cast<size_t>(t)].waited_seconds = 0;
+  }
   abort_.store(false);
   const auto serially = [&] {
     std::vector<float*> resolved;

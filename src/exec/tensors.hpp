@@ -16,7 +16,8 @@ void check_tensors(std::string_view source, std::string_view what, std::span<con
                    std::span<const HostTensor> given);
 
 // An Executor over a compiled program with run(inputs, outputs), memory_account(), input_shapes()
-// and output_shapes(); `source` names the model in errors, `description` is what describe() says.
+// and output_shapes() (and thread_waits(), where it has one); `source` names the model in errors,
+// `description` is what describe() says.
 template <class Program>
 class ProgramExecutor final : public Executor {
 public:
@@ -33,6 +34,13 @@ public:
   std::string describe() const override { return description_; }
   std::span<const Shape> input_shapes() const override { return program_->input_shapes(); }
   std::span<const Shape> output_shapes() const override { return program_->output_shapes(); }
+  std::vector<double> thread_waits() const override {
+    if constexpr (requires { program_->thread_waits(); }) {
+      return program_->thread_waits();
+    } else {
+      return {};
+    }
+  }
 
 private:
   std::unique_ptr<Program> program_;

@@ -192,6 +192,13 @@ TEST(Cli, RunComparesFusedWithTheReferenceAndWritesDenseOutputsAsPng) {
   EXPECT_NE(r.output.find("memory  reference"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(png)) << r.output;
   fs::remove(png);
+  // A pipeline of two threads says how long they waited for each other; one thread does not wait.
+  const Result pipeline = occam("run dncnn --resolution 48x40 --runs 1 --threads 2 --sharing pipeline --png /dev/null");
+  ASSERT_EQ(pipeline.exit_code, 0) << pipeline.output;
+  EXPECT_NE(pipeline.output.find("waits   fused     threads waited "), std::string::npos) << pipeline.output;
+  const Result serial = occam("run dncnn --resolution 48x40 --runs 1 --threads 1 --png /dev/null");
+  ASSERT_EQ(serial.exit_code, 0) << serial.output;
+  EXPECT_EQ(serial.output.find("waits   fused"), std::string::npos) << serial.output;
   const Result classes = occam("run mobilenet_v2 --resolution 64 --runs 1 --memory-limit 64MiB");
   ASSERT_EQ(classes.exit_code, 0) << classes.output;
   EXPECT_NE(classes.output.find("plan for --memory-limit 64MiB"), std::string::npos) << classes.output;

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -378,6 +379,37 @@ TEST(Fused, EveryThreadSplitMatchesTheReference) {
     check(graph, inputs, naive::run(graph, inputs), c.name);
   }
   EXPECT_GT(balanced, 0) << "no cut was ever evened out by sharing an op's rows";
+}
+
+// Each pipeline thread reports the time its last run spent waiting for the other, within that run.
+TEST(Fused, PipelineThreadsReportTheirWaitsOfTheLastRun) {
+  const Graph graph = with_weights(testing::chain({{3, 1, 16}, {3, 1, 16}, {3, 1, 16}}, {2, 8, 64, 48}), 43);
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  FusedOptions options;
+  options.threads = 2;
+  options.sharing = ThreadSharing::Pipeline;
+  options.op_costs = {1.0, 1.0, 1.0};
+  const auto pipeline = compile_fused(graph, single_partition_plan(graph), options);
+  for (int run = 0; run < 5; ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    pipeline->run(inputs);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::vector<double> waits = pipeline->thread_waits();
+    ASSERT_EQ(waits.size(), 2u) << pipeline->describe();
+    for (const double w : waits) {
+      EXPECT_GE(w, 0.0);
+      EXPECT_LE(w, seconds) << "run " << run << ": a wait longer than the run (waits of earlier runs kept?)";
+    }
+  }
+  options.threads = 1;
+  const auto serial = compile_fused(graph, single_partition_plan(graph), options);
+  serial->run(inputs);
+  EXPECT_TRUE(serial->thread_waits().empty());
+  options.threads = 2;
+  options.sharing = ThreadSharing::Kernels;
+  const auto kernels = compile_fused(graph, single_partition_plan(graph), options);
+  kernels->run(inputs);
+  EXPECT_TRUE(kernels->thread_waits().empty()) << "oneDNN's kernels share their own work";
 }
 
 // Squeeze-and-excitation blocks hold their expanded input whole until its global pool completes.

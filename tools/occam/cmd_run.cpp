@@ -7,6 +7,7 @@
 #include "options.hpp"
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
@@ -189,11 +190,17 @@ int run_model(const RunArgs& args) {
   }
   if (reference) fmt::print("reference: {}\n", reference->describe());
   print_result(graph, (fused ? fused_out : reference_out)[0], args.png);
-  const double gflop = 2.0 * static_cast<double>(total_macs(graph)) / 1e9;
+  const double gflop = 2.0 * static_cast<double>(total_macs(graph) * shape.n) / 1e9;  // total_macs: per image
   const RunTimes fused_times = fused ? summarise(fused_ms) : RunTimes{};
   const RunTimes reference_times = reference ? summarise(reference_ms) : RunTimes{};
   if (fused) print_latency("fused", fused_times, gflop);
   if (reference) print_latency("reference", reference_times, gflop);
+  if (const std::vector<double> waits = fused ? fused->thread_waits() : std::vector<double>{}; !waits.empty()) {
+    std::vector<std::string> each;
+    for (const double s : waits) each.push_back(fmt::format("{:.2f}", s * 1e3));
+    fmt::print("waits   fused     threads waited {} ms for each other in the last run (filling and draining the "
+               "pipeline, inputs not yet produced)\n", fmt::join(each, " / "));
+  }
   if (fused) print_memory("fused", *fused);
   if (reference) print_memory("reference", *reference);
   if (fused && reference) {
