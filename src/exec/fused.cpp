@@ -2078,8 +2078,9 @@ void FusedProgram::run_lane(int thread, int64_t images) {
 }
 
 std::vector<double> FusedProgram::thread_waits() const {
+  if (threads_ == 1) return {};
   std::vector<double> seconds;
-  for (int t = 0; t < threads_ && threads_ > 1; ++t) seconds.push_back(progress_[static_cast<size_t>(t)].waited_seconds);
+  for (int t = 0; t < threads_; ++t) seconds.push_back(progress_[static_cast<size_t>(t)].waited_seconds);
   return seconds;
 }
 
