@@ -4,7 +4,7 @@
 #
 #   bench/traffic.sh MODEL RESOLUTION [--sram SIZE] [--images N] [--jobs 1|2] [--only fused|reference]
 #                    [--assoc N] [--build-dir DIR] [--out DIR] [--no-build] [--report-only] [--strict]
-#                    [--driver PATH] [--isa AVX2|SSE41] [--plan-sram SIZE]
+#                    [--driver PATH] [--isa AVX2|SSE41] [--plan-sram SIZE] [--band BYTES]
 #   e.g. bench/traffic.sh mobilenet_v2 1024 --jobs 2
 #        bench/traffic.sh dncnn 512 --sram 32MiB
 #        bench/traffic.sh resnet18 224 --images 2
@@ -14,6 +14,8 @@
 # --plan-sram plans for a capacity other than the simulated LL (default: the same): headroom for
 # what the executor holds beyond the plan's closure and filters, or what the simulator sees twice
 # (the double-mapped line buffers' second copies, see below).
+# --band runs the fused executor with FusedOptions::band_bytes (occam run --band): 1 = one row per
+# step everywhere, 0 = the executor's automatic bands.
 # --isa caps oneDNN's kernels (ONEDNN_MAX_CPU_ISA, AVX2 by default): valgrind runs FMA instructions
 # through helper calls, SSE4.1 code (no FMA) about 4x faster (dncnn 64x64: 62 s against 262 s);
 # the kernels' own blocking differs, so the line counts do too (there: 3-17% more with SSE4.1).
@@ -53,6 +55,15 @@
 # state this balances (each image leaves as much dirty data behind as it found); the cold image
 # misses its own last write-backs. callgrind counts an access straddling two lines as one miss even
 # when both miss (rare with the aligned vector code here).
+#
+# What the simulator sees of the fused executor (the line above the table): each line buffer's pages
+# are mapped twice back to back so that every window of rows is contiguous; a window that runs past
+# the end of a buffer reads the second mapping, the same memory (a physically tagged cache holds it
+# once) but, to callgrind, which tags lines by virtual address, lines of their own. After the run
+# the driver reads /proc/self/pagemap for the pages touched through each mapping of its memory files
+# (a page table entry exists only for a page accessed through that mapping): the first mappings'
+# pages are the line buffers and boundaries as a CPU holds them, the second mappings' the extra
+# footprint that only the simulator sees.
 #
 # What is predicted, per image, at 4-byte elements:
 #   fused, plan      the plan's traffic_bytes: each partition's boundary inputs read once and outputs
@@ -105,6 +116,7 @@ report_only=0
 driver=""
 isa=AVX2
 plan_sram=""
+band=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --sram) sram=${2:?--sram needs a size}; shift 2 ;;
@@ -120,6 +132,7 @@ while [[ $# -gt 0 ]]; do
     --driver) driver=${2:?--driver needs a path}; shift 2 ;;
     --isa) isa=${2:?--isa needs AVX2 or SSE41}; shift 2 ;;
     --plan-sram) plan_sram=${2:?--plan-sram needs a size}; shift 2 ;;
+    --band) band=${2:?--band needs a number of bytes}; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "traffic.sh: unknown option $1" >&2; usage ;;
   esac
@@ -128,6 +141,7 @@ done
 [[ $jobs == 1 || $jobs == 2 ]] || die "--jobs $jobs: expected 1 or 2"
 [[ $only == both || $only == fused || $only == reference ]] || die "--only $only: expected fused or reference"
 [[ $isa == AVX2 || $isa == SSE41 ]] || die "--isa $isa: expected AVX2 or SSE41"
+[[ $band =~ ^[0-9]+$ ]] || die "--band $band: expected a number of bytes (0: the executor's automatic bands)"
 command -v valgrind > /dev/null || die "valgrind not found (Debian: apt-get install valgrind)"
 
 # --- capacity in bytes, and an associativity that gives a power-of-two number of sets
@@ -190,7 +204,7 @@ fi
 run_one() {  # executor
   local executor=$1 start
   local -a extra=()
-  [[ $executor == fused ]] && extra=(--plan "$out/plan.json")
+  [[ $executor == fused ]] && extra=(--plan "$out/plan.json" --band "$band")
   rm -f "$out/callgrind.$executor".*
   start=$(date +%s)
   OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive ONEDNN_MAX_CPU_ISA=$isa \
@@ -267,10 +281,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "# plan: $parts partition(s), largest on chip $(mib "$(value plan_largest_on_chip_bytes "$fused_log")") MiB" \
       "(line buffers $(mib "$(value plan_line_buffer_bytes "$fused_log")") MiB as allocated per tensor);" \
       "filters $(mib "$plan_filters") MiB (executor's reordered weights $(mib "$(value executor_weight_bytes "$fused_log")") MiB)"
-    grep -q '^sim_footprint_bytes=' "$fused_log" &&
-      echo "# largest partition as the simulator sees it: page-rounded line buffers + filters" \
-      "$(mib "$(value sim_rings_and_filters_bytes "$fused_log")") MiB, with the double mapping's second-copy" \
-      "window overhang $(mib "$(value sim_footprint_bytes "$fused_log")") MiB, of $(mib "$capacity") MiB LL"
+    grep -q '^touched_second_copy_bytes=' "$fused_log" && {
+      touched=$(value touched_line_buffer_bytes "$fused_log")
+      second=$(value touched_second_copy_bytes "$fused_log")
+      weights=$(value executor_weight_bytes "$fused_log")
+      echo "# the executor as the simulator sees it (pages touched, all partitions): line buffers and boundaries" \
+        "$(mib "$touched") MiB + their second mappings $(mib "$second") MiB (windows past a buffer's end; one memory" \
+        "with the first, but lines of their own to a virtually tagged cache) + weights $(mib "$weights") MiB" \
+        "= $(mib $((touched + second + weights))) MiB, of $(mib "$capacity") MiB LL"
+    }
   fi
   echo "# reference model: base case $(mib "$base_act") MiB activations + $(mib "$filters") MiB filters; its outputs $(mib "$base_out") MiB (write-allocate fills on a CPU)"
   printf "%-9s %-6s %10s %10s %10s %10s %10s %10s %10s %8s %9s %8s\n" executor image reads w-alloc writebk DRAM model \

@@ -42,7 +42,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <set>
+#include <tuple>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,13 +60,14 @@ struct Args {
   std::string layout = "blocked";
   int images = 2;
   int threads = 1;
+  int64_t band = 0;
 };
 
 [[noreturn]] void usage(const std::string& error) {
   fmt::print(stderr,
              "traffic_driver: {}\n"
              "usage: traffic_driver --model NAME --resolution HxW --executor fused --plan PLAN.json [--images N] "
-             "[--threads N]\n"
+             "[--threads N] [--band BYTES]\n"
              "       traffic_driver --model NAME --resolution HxW --executor reference [--layout blocked|any] "
              "[--images N] [--threads N]\n",
              error);
@@ -90,6 +94,8 @@ Args parse(int argc, char** argv) {
       args.images = std::atoi(value.c_str());
     } else if (flag == "--threads") {
       args.threads = std::atoi(value.c_str());
+    } else if (flag == "--band") {
+      args.band = std::atoll(value.c_str());
     } else {
       usage(fmt::format("unknown option {}", flag));
     }
@@ -101,6 +107,7 @@ Args parse(int argc, char** argv) {
   if (args.layout != "blocked" && args.layout != "any") usage("--layout must be blocked or any");
   if (args.images < 1) usage("--images must be >= 1");
   if (args.threads < 1) usage("--threads must be >= 1");
+  if (args.band < 0) usage("--band must be >= 0");
   return args;
 }
 
@@ -108,6 +115,48 @@ double checksum(const occam::HostTensor& t) {
   double sum = 0;
   for (float v : t.values) sum += std::fabs(static_cast<double>(v));
   return sum;
+}
+
+
+// What a virtually tagged cache simulator sees of the executor's memory files: the pages touched
+// through each mapping. A line buffer's page range is mapped twice back to back (same file offset
+// and size); a page table entry exists only for a page accessed through that very mapping, so the
+// present pages of the second mappings are the window overhang that callgrind counts as lines of
+// their own, although they are the same memory as the first mappings' (a physically tagged cache
+// sees them once).
+struct MappedPages {
+  int64_t first_bytes = 0;   // first (or only) mappings: the memory itself
+  int64_t second_bytes = 0;  // second mappings of a range: seen again only by a virtual tag
+};
+
+MappedPages touched_memory_file_pages() {
+  MappedPages pages;
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  std::FILE* pagemap = std::fopen("/proc/self/pagemap", "rb");
+  if (maps != nullptr && pagemap != nullptr) {
+    const int64_t page = 4096;
+    std::set<std::tuple<unsigned long, unsigned long long, unsigned long long>> mapped;  // inode, offset, size
+    char line[4096];
+    while (std::fgets(line, sizeof line, maps) != nullptr) {
+      unsigned long long lo = 0, hi = 0, offset = 0;
+      unsigned long inode = 0;
+      char perms[8] = {}, device[32] = {};
+      if (std::sscanf(line, "%llx-%llx %7s %llx %31s %lu", &lo, &hi, perms, &offset, device, &inode) != 6) continue;
+      if (std::strstr(line, "/memfd:") == nullptr) continue;
+      const bool second = !mapped.insert({inode, offset, hi - lo}).second;
+      int64_t present = 0;
+      for (unsigned long long at = lo; at < hi; at += page) {
+        uint64_t entry = 0;
+        if (std::fseek(pagemap, static_cast<long>(at / page * sizeof entry), SEEK_SET) != 0) break;
+        if (std::fread(&entry, sizeof entry, 1, pagemap) != 1) break;
+        if ((entry >> 63) & 1U) present += page;
+      }
+      (second ? pages.second_bytes : pages.first_bytes) += present;
+    }
+  }
+  if (maps != nullptr) std::fclose(maps);
+  if (pagemap != nullptr) std::fclose(pagemap);
+  return pages;
 }
 
 int run(const Args& args) {
@@ -147,32 +196,9 @@ int run(const Args& args) {
       boundary_out += p.boundary_out_bytes;
     }
     fmt::print("plan_boundary_out_bytes={}\n", boundary_out);
-    // What the simulated cache sees of the largest partition. callgrind tags lines by virtual
-    // address, and the executor maps each circular line buffer twice back to back: a window that
-    // runs past the end of the first copy reads lines of the second copy, which the simulator
-    // holds as different lines although they are the same memory. So it sees each buffer
-    // (page-rounded, as the executor allocates it) plus up to one window of rows past its end.
-    int64_t footprint = 0, rings = 0;
-    for (const Partition& p : plan.partitions) {
-      const SpanClosure closure = analysis.closure(p.first_op, p.last_op);
-      int64_t ring = 0, overhang = 0;
-      for (const LineBuffer& b : closure.buffers) {
-        ring += (b.rows * b.row_bytes + 4095) / 4096 * 4096;
-        int64_t window = 1;
-        for (OpId c : graph.tensor(b.tensor).consumers) {
-          const Op& op = graph.op(c);
-          const bool windowed = op.kind == OpKind::Conv || op.kind == OpKind::MaxPool || op.kind == OpKind::AvgPool;
-          if (c >= p.first_op && c <= p.last_op && windowed) window = std::max<int64_t>(window, op.window.extent_h());
-        }
-        overhang += std::min(window, b.rows) * b.row_bytes;
-      }
-      rings = std::max(rings, ring + p.filter_bytes);
-      footprint = std::max(footprint, ring + overhang + p.filter_bytes);
-    }
-    fmt::print("sim_rings_and_filters_bytes={}\nsim_footprint_bytes={}\n", rings, footprint);
     fmt::print("plan_largest_on_chip_bytes={}\nplan_line_buffer_bytes={}\nplan_peak_bytes={}\n", largest_on_chip,
                memory.line_buffer_bytes, memory.peak_bytes);
-    executor = compile_fused(graph, plan, FusedOptions{args.threads, 0});
+    executor = compile_fused(graph, plan, FusedOptions{args.threads, args.band});
   } else {
     executor = compile_reference(graph, ReferenceOptions{args.threads, ConvAlgorithm::Direct,
                                                          args.layout == "any" ? ActivationLayout::Any : ActivationLayout::Blocked});
@@ -201,6 +227,8 @@ int run(const Args& args) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   CALLGRIND_STOP_INSTRUMENTATION;
+  const MappedPages pages = touched_memory_file_pages();
+  fmt::print("touched_line_buffer_bytes={}\ntouched_second_copy_bytes={}\n", pages.first_bytes, pages.second_bytes);
 
   for (int i = 0; i < args.images; ++i) {
     fmt::print("image={} ms={:.1f} output_abs_sum={:.9g}\n", i + 1, ms[static_cast<size_t>(i)],

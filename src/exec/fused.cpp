@@ -261,8 +261,9 @@ private:
     int64_t pad_t = 0, pad_b = 0;
   };
   BandInput band_input(const Op& op, int64_t first, int64_t count) const;
-  memory::dims band_weight_dims(const Op& op, int64_t in_rows) const;
-  dnnl::convolution_forward::primitive_desc band_convolution(const Op& op, const Descs& d, int64_t in_rows) const;
+  int64_t described_rows(OpId id, const BandInput& band, int64_t count) const;
+  memory::dims band_weight_dims(OpId id, int64_t in_rows) const;
+  dnnl::convolution_forward::primitive_desc band_convolution(OpId id, const Descs& d, int64_t in_rows) const;
   void choose_row_layouts();
   void choose_whole_layouts();
   bool whole_runs_jit(OpId id, WholeLayout in, WholeLayout out) const;
@@ -309,6 +310,7 @@ private:
   // Per op: its partition and its events per step; per partition: ops, roles, schedule, places.
   std::vector<int> partition_of_;
   std::vector<int> band_rows_;
+  std::vector<ConvGroups> conv_groups_;  // per op: a convolution's groups as oneDNN runs them
   std::vector<bool> row_blocked_;  // per tensor: rows in the ISA's blocked layout, each on its own
   std::vector<ZeroRows> zero_rows_;  // per tensor: rows of zeros its line buffer holds beyond its edges
   std::vector<WholeLayout> whole_layout_;  // per tensor
@@ -428,6 +430,11 @@ FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOpti
     threads_ = 1;
   }
   set_threads(kernel_threads_);
+  conv_groups_.resize(graph.ops.size());
+  for (OpId o = 0; o < static_cast<OpId>(graph.ops.size()); ++o) {
+    const Op& op = graph.op(o);
+    if (op.kind == OpKind::Conv) conv_groups_[static_cast<size_t>(o)] = onednn_groups(op, graph.input_of(op).shape, graph.output_of(op).shape);
+  }
   assign_roles(plan);
   choose_row_layouts();
   choose_whole_layouts();
@@ -554,7 +561,7 @@ bool FusedProgram::runs_jit(OpId id) const {
   const auto [top, bottom] = rows::window_rows(op, out.h / 2);
   const int64_t a = std::max<int64_t>(0, top), b = std::min<int64_t>(in.h - 1, bottom);
   try {
-    return std::string_view(band_convolution(op, window_descs(op, b - a + 1, 1, a - top, bottom - b), b - a + 1).impl_info_str())
+    return std::string_view(band_convolution(id, window_descs(op, b - a + 1, 1, a - top, bottom - b), b - a + 1).impl_info_str())
         .starts_with("jit");
   } catch (const dnnl::error&) {
     return false;
@@ -986,17 +993,42 @@ FusedProgram::BandInput FusedProgram::band_input(const Op& op, int64_t first, in
   return {a, b - a + 1, a - top, bottom - b};
 }
 
-// The weights of convolution `op` on a band of `in_rows` input rows: stacked, the kernel rows the
-// window covers run along the input channels of a 1 x kernel_w kernel.
-memory::dims FusedProgram::band_weight_dims(const Op& op, int64_t in_rows) const {
-  const int64_t in_c = graph_.input_of(op).shape.c, out_c = graph_.output_of(op).shape.c, g = op.groups;
-  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];
-  const int64_t kh = stacked ? 1 : op.window.kernel_h, cin = stacked ? in_rows * in_c : in_c;
-  return g > 1 ? memory::dims{g, out_c / g, in_c / g, kh, op.window.kernel_w} : memory::dims{out_c, cin, kh, op.window.kernel_w};
+// The input rows a band of `count` output rows of convolution `id` describes to oneDNN: the rows it
+// reads, except that a 1x1 convolution of vertical stride s > 1 wants s input rows per output row,
+// the only shape oneDNN's 1x1 kernel takes (with the rows it reads, (count - 1) * s + 1, a direct
+// kernel runs it: 1.8x slower on a 56-pixel row of resnext50's 256 to 512 channels, 3.2x on its
+// 14x14 layer of 1024 to 2048 as one band). The rows past the last one read are never read
+// (checked with NaNs there) but must be memory: rows of a tensor held whole, or one row past a
+// window of a line buffer of whole pages of rows — each window then starts at a row of the first
+// mapping, so the second mapping holds a row more than the buffer's.
+int64_t FusedProgram::described_rows(OpId id, const BandInput& band, int64_t count) const {
+  const Op& op = graph_.op(id);
+  const Window& win = op.window;
+  const bool strided_pointwise = op.kind == OpKind::Conv && win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h > 1 &&
+                                 band.pad_t == 0 && band.pad_b == 0 && !row_blocked_[static_cast<size_t>(op.inputs[0])];
+  const int64_t rows = count * win.stride_h;
+  if (!strided_pointwise || rows <= band.rows) return band.rows;
+  const TensorId t = op.inputs[0];
+  const Shape& in = graph_.tensor(t).shape;
+  const PartitionState& state = partitions_[static_cast<size_t>(partition_of_[static_cast<size_t>(id)])];
+  if (state.roles[static_cast<size_t>(t)] == TensorRole::Whole) return band.first_row + rows <= in.h ? rows : band.rows;
+  const int64_t row_bytes = row_floats(in) * static_cast<int64_t>(sizeof(float));
+  return rows == band.rows + 1 && row_bytes % page_bytes() == 0 ? rows : band.rows;
 }
 
-dnnl::convolution_forward::primitive_desc FusedProgram::band_convolution(const Op& op, const Descs& d, int64_t in_rows) const {
-  const memory::desc weights(band_weight_dims(op, in_rows), DataType::f32, Tag::any);
+// The weights of convolution `op` on a band of `in_rows` input rows: stacked, the kernel rows the
+// window covers run along the input channels of a 1 x kernel_w kernel.
+memory::dims FusedProgram::band_weight_dims(OpId id, int64_t in_rows) const {
+  const Op& op = graph_.op(id);
+  const int64_t in_c = graph_.input_of(op).shape.c, out_c = graph_.output_of(op).shape.c;
+  const bool stacked = row_blocked_[static_cast<size_t>(op.inputs[0])];  // groups 1 only
+  const int64_t kh = stacked ? 1 : op.window.kernel_h, cin = stacked ? in_rows * in_c : in_c;
+  return conv_weight_dims(conv_groups_[static_cast<size_t>(id)], cin, out_c, kh, op.window.kernel_w);
+}
+
+dnnl::convolution_forward::primitive_desc FusedProgram::band_convolution(OpId id, const Descs& d, int64_t in_rows) const {
+  const Op& op = graph_.op(id);
+  const memory::desc weights(band_weight_dims(id, in_rows), DataType::f32, Tag::any);
   const memory::desc bias({graph_.output_of(op).shape.c}, DataType::f32, Tag::x);
   dnnl::post_ops ops;
   append_activation(ops, op.activation);
@@ -1072,7 +1104,7 @@ int FusedProgram::own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64
       const Descs large = window_descs(op, input.rows, largest, input.pad_t, input.pad_b);
       const std::optional<RowConvShape> large_shape = own_row_shape(op, large, input.rows, largest);
       const bool own = large_shape && own_band_faster(*large_shape, own_band(op, input.rows, largest, stacked ? 0 : input.pad_t, in_row_floats, out_row_floats),
-                                                      band_convolution(op, large, input.rows));
+                                                      band_convolution(id, large, input.rows));
       chosen = own_chosen_.emplace(id, own).first;
     }
     if (!chosen->second) return -1;
@@ -1166,7 +1198,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   Window win = op.window;
   const BandInput band = band_input(op, first, count);
   *src_row = band.first_row;
-  const int64_t pad_t = band.pad_t, pad_b = band.pad_b, in_rows = band.rows;
+  const int64_t pad_t = band.pad_t, pad_b = band.pad_b, in_rows = described_rows(id, band, count);
   const auto key = std::make_tuple(id, in_rows, count, pad_t, pad_b, share);
   if (const auto found = window_kernels_.find(key); found != window_kernels_.end()) return found->second;
 
@@ -1179,20 +1211,21 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
     if (op.kind == OpKind::Conv) {
       kernel = own_row_kernel(id, d, in_rows, count, pad_t);
       if (kernel < 0) {
-        const dnnl::convolution_forward::primitive_desc pd = band_convolution(op, d, in_rows);
-        const memory::dims weight_dims = band_weight_dims(op, in_rows);
-        const memory::desc weight_user(weight_dims, DataType::f32, op.groups > 1 ? Tag::goihw : Tag::oihw);
-        std::vector<float> stacked_weights;
+        const dnnl::convolution_forward::primitive_desc pd = band_convolution(id, d, in_rows);
+        const memory::dims weight_dims = band_weight_dims(id, in_rows);
+        const ConvGroups& groups = conv_groups_[static_cast<size_t>(id)];
+        const memory::desc weight_user(weight_dims, DataType::f32, groups.groups > 1 ? Tag::goihw : Tag::oihw);
+        std::vector<float> arranged = merged_group_weights(op, groups, in.c, out.c);  // empty: the graph's own
         std::string weight_name = op.name + " weights";
         if (stacked) {
           const int64_t cin = weight_dims[1];
-          stacked_weights.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
+          arranged.resize(static_cast<size_t>(out.c * cin * win.kernel_w));
           const float* w = op.weight->data();
           for (int64_t o = 0; o < out.c; ++o) {
             for (int64_t j = 0; j < in_rows; ++j) {
               for (int64_t c = 0; c < in.c; ++c) {
                 for (int64_t x = 0; x < win.kernel_w; ++x) {
-                  stacked_weights[static_cast<size_t>(((o * cin) + j * in.c + c) * win.kernel_w + x)] =
+                  arranged[static_cast<size_t>(((o * cin) + j * in.c + c) * win.kernel_w + x)] =
                       w[((o * in.c + c) * win.kernel_h + pad_t + j) * win.kernel_w + x];
                 }
               }
@@ -1201,7 +1234,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
           weight_name += fmt::format(" (kernel rows {}..{} stacked)", pad_t, pad_t + in_rows - 1);
         }
         std::unordered_map<int, memory> fixed;
-        fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, stacked ? stacked_weights.data() : op.weight->data(),
+        fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, arranged.empty() ? op.weight->data() : arranged.data(),
                                           pd.weights_desc(), weight_name);
         if (op.bias) {
           fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");

@@ -43,6 +43,24 @@ void append_activation(dnnl::post_ops& ops, const Activation& activation);
 // Attributes with the scratchpad supplied by the caller (executors share one accounted scratchpad).
 dnnl::primitive_attr user_scratchpad(const dnnl::post_ops& ops = {});
 
+// A convolution's groups as oneDNN runs them. Its JIT kernels take groups of whole channel blocks;
+// with fewer channels per group (resnext50_32x4d: 4) oneDNN 2.6 runs a GEMM per group instead,
+// several times slower (on AVX2, a 56-pixel row of resnext's first grouped 3x3: 91 us, against 24
+// us for the same row as 16 groups of 8 channels on the JIT kernel, twice the multiply-adds).
+// Merging `merged` neighbouring groups into one whose weights are block diagonal (zeros between the
+// merged groups) keeps every output; chosen where the merged convolution gets a JIT kernel and the
+// graph's does not, else merged = 1.
+struct ConvGroups {
+  int64_t groups = 1;  // as oneDNN runs them
+  int64_t merged = 1;  // graph groups per oneDNN group
+};
+ConvGroups onednn_groups(const Op& op, const Shape& in, const Shape& out);
+// The weights' dims for oneDNN (goihw with groups, else oihw), `kernel_h` rows of the kernel.
+dnnl::memory::dims conv_weight_dims(const ConvGroups& groups, int64_t in_c, int64_t out_c, int64_t kernel_h, int64_t kernel_w);
+// The graph's weights (out_c x in_c/groups x kernel) laid out for the merged groups: each merged
+// group's block diagonal of its graph groups' filters, zeros elsewhere. Empty where nothing merges.
+std::vector<float> merged_group_weights(const Op& op, const ConvGroups& groups, int64_t in_c, int64_t out_c);
+
 // oneDNN's portable C fallbacks ("ref:..."): correct but an order of magnitude slower than its JIT
 // kernels, so compilation tries other layouts before settling for one.
 bool is_reference_impl(const dnnl::primitive_desc_base& pd);

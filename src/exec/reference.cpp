@@ -314,10 +314,11 @@ void Program::compile_conv(OpId id) {
   const memory::dims pad_l = {win.pad_top, win.pad_left};
   const memory::dims pad_r = {effective_pad_end(in.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, out.h),
                               effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w)};
-  const int64_t g = op.groups;
-  const memory::dims weight_dims = g > 1 ? memory::dims{g, out.c / g, in.c / g, win.kernel_h, win.kernel_w}
-                                         : memory::dims{out.c, in.c, win.kernel_h, win.kernel_w};
+  const ConvGroups groups = onednn_groups(op, in, out);
+  const int64_t g = groups.groups;
+  const memory::dims weight_dims = conv_weight_dims(groups, in.c, out.c, win.kernel_h, win.kernel_w);
   const memory::desc weight_user(weight_dims, DataType::f32, g > 1 ? Tag::goihw : Tag::oihw);
+  const std::vector<float> merged_weights = merged_group_weights(op, groups, in.c, out.c);
   const memory::desc weight_any(weight_dims, DataType::f32, Tag::any);
   const memory::desc bias_md({out.c}, DataType::f32, Tag::x);
 
@@ -395,7 +396,8 @@ void Program::compile_conv(OpId id) {
 
   const Placement src = need(op.inputs[0], pd.src_desc());
   std::unordered_map<int, memory> fixed;
-  fixed[DNNL_ARG_WEIGHTS] = weight_memory(weight_user, op.weight->data(), pd.weights_desc(), op.name + " weights");
+  fixed[DNNL_ARG_WEIGHTS] = weight_memory(weight_user, merged_weights.empty() ? op.weight->data() : merged_weights.data(),
+                                          pd.weights_desc(), op.name + " weights");
   if (op.bias) fixed[DNNL_ARG_BIAS] = weight_memory(bias_md, op.bias->data(), pd.bias_desc(), op.name + " bias");
   Placement dst;
   if (chosen_absorbs) {

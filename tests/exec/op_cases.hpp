@@ -152,6 +152,18 @@ inline const OpCase kOpCases[] = {
        return std::move(net).finish({net.conv(unit, 8, Window::square(3, 1, 1)), branch, quarters, of_input,
                                      net.slice(net.slice(quarters, 5, 11), 2, 3)});
      }},
+    {"narrow_groups_and_strided_pointwise",
+     [] {
+       TestNet net;
+       // Rows of 16 x 64 floats are whole pages; 17 rows leave a strided 1x1 one row short at the bottom.
+       const TensorId x = net.input({1, 64, 17, 16});
+       const TensorId four = net.conv(x, 64, Window::square(3, 1, 1), 16, true, Activation::relu());  // 4 per group
+       const TensorId two = net.conv(four, 64, Window::square(3, 1, 1), 32);                          // 2 per group
+       const TensorId uneven = net.conv(two, 32, Window::square(3, 1, 1), 8, false, Activation::relu());  // 8 in, 4 out
+       const TensorId shortcut = net.conv(x, 32, Window::square(1, 2, 0));
+       const TensorId pointwise = net.conv(uneven, 32, Window::square(1, 2, 0), 1, true, Activation::relu6());
+       return std::move(net).finish({net.op(OpKind::Add, {shortcut, pointwise}, Activation::relu()), four});
+     }},
 };
 
 }  // namespace occam::testing

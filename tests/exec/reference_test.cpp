@@ -1,11 +1,14 @@
 // The oneDNN reference executor against the naive oracle, op kind by op kind, in every layout.
+#include "exec/onednn.hpp"
 #include "exec/op_cases.hpp"
 #include "exec/test_graphs.hpp"
 #include "occam/error.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
+#include <string_view>
 
 namespace occam {
 namespace {
@@ -41,6 +44,46 @@ INSTANTIATE_TEST_SUITE_P(Ops, ReferenceVsOracle, ::testing::Combine(::testing::V
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param).name) + "_" + std::get<1>(info.param).name;
                          });
+
+// oneDNN 2.6 has JIT convolutions only for groups of whole channel blocks: narrower groups merge
+// into wider ones with block-diagonal weights (the op case's outputs check them against the oracle).
+TEST(OneDnnGroups, NarrowGroupsMergeIntoWholeChannelBlocks) {
+  const Graph graph = std::find_if(std::begin(testing::kOpCases), std::end(testing::kOpCases), [](const testing::OpCase& c) {
+                        return std::string_view(c.name) == "narrow_groups_and_strided_pointwise";
+                      })->build();
+  const int64_t block = exec::channel_block();
+  std::vector<int64_t> merged;
+  for (const Op& op : graph.ops) {
+    if (op.kind != OpKind::Conv) continue;
+    const Shape& in = graph.input_of(op).shape;
+    const Shape& out = graph.output_of(op).shape;
+    const exec::ConvGroups groups = exec::onednn_groups(op, in, out);
+    EXPECT_EQ(groups.groups * groups.merged, op.groups) << op.name;
+    if (groups.merged > 1) {
+      EXPECT_EQ(in.c / groups.groups % block, 0) << op.name;
+      EXPECT_EQ(out.c / groups.groups % block, 0) << op.name;
+    }
+    merged.push_back(groups.merged);
+  }
+  // 4 and 2 channels per group merge (oneDNN 2.6 runs them as a GEMM per group); 8 in and 4 out per
+  // group merge only where oneDNN lacks a JIT kernel for them; the dense ones stay.
+  ASSERT_EQ(merged.size(), 5U);
+  EXPECT_EQ(merged[0], block / 4);
+  EXPECT_EQ(merged[1], block / 2);
+  EXPECT_EQ(merged[3], 1);
+  EXPECT_EQ(merged[4], 1);
+
+  // Two groups of one input and two output channels, merged: [a 0; b 0; 0 c; 0 d] per kernel tap.
+  TestNet net;
+  const TensorId x = net.input({1, 2, 3, 3});
+  const Graph pair = std::move(net).finish({net.conv(x, 4, Window::square(1), 2)});
+  const Op& conv = pair.ops[0];
+  const std::vector<float> w = exec::merged_group_weights(conv, {1, 2}, 2, 4);
+  ASSERT_EQ(w.size(), 8U);
+  const std::vector<float>& g = *conv.weight;
+  EXPECT_EQ(w, (std::vector<float>{g[0], 0, g[1], 0, 0, g[2], 0, g[3]}));
+  EXPECT_TRUE(exec::merged_group_weights(conv, {2, 1}, 2, 4).empty());
+}
 
 TEST(Reference, InputsAreNotModified) {
   const Graph graph = testing::kOpCases[8].build();
