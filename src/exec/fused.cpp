@@ -2184,7 +2184,7 @@ std::string FusedProgram::describe() const {
   });
   return fmt::format(
       "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked, {} whole "
-      "channel-blocked), {} convolution/pooling band kernels{}{}",
+      "channel-blocked), {} convolution/pooling band kernels{}{}{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s",
       whole == 0                ? std::string()
@@ -2198,6 +2198,7 @@ std::string FusedProgram::describe() const {
       line_buffers_, std::count(row_blocked_.begin(), row_blocked_.end(), true),
       std::count(whole_layout_.begin(), whole_layout_.end(), WholeLayout::Blocked),
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "",
+      merged_groups_summary(std::count_if(conv_groups_.begin(), conv_groups_.end(), [](const ConvGroups& g) { return g.merged > 1; })),
       own_convs_.empty() ? std::string()
                          : fmt::format(", {} convolution{} on occam's own AVX2 row kernel", own_convs_.size(), own_convs_.size() == 1 ? "" : "s"));
 }

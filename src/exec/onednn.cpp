@@ -3,6 +3,8 @@
 #include "exec/windows.hpp"
 #include "occam/error.hpp"
 
+#include <fmt/core.h>
+
 #include <omp.h>
 #include <sched.h>
 
@@ -124,6 +126,11 @@ std::vector<float> merged_group_weights(const Op& op, const ConvGroups& groups, 
     std::copy_n(w + o * in_per * kernel, in_per * kernel, merged.begin() + (o * merged_in + member * in_per) * kernel);
   }
   return merged;
+}
+
+std::string merged_groups_summary(int64_t convolutions) {
+  if (convolutions == 0) return {};
+  return fmt::format(", {} grouped convolution{} merged into whole channel blocks", convolutions, convolutions == 1 ? "" : "s");
 }
 
 bool is_reference_impl(const dnnl::primitive_desc_base& pd) {

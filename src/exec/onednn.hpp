@@ -6,6 +6,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -60,6 +61,9 @@ dnnl::memory::dims conv_weight_dims(const ConvGroups& groups, int64_t in_c, int6
 // The graph's weights (out_c x in_c/groups x kernel) laid out for the merged groups: each merged
 // group's block diagonal of its graph groups' filters, zeros elsewhere. Empty where nothing merges.
 std::vector<float> merged_group_weights(const Op& op, const ConvGroups& groups, int64_t in_c, int64_t out_c);
+
+// ", N grouped convolutions merged into whole channel blocks" for executors' descriptions; empty for 0.
+std::string merged_groups_summary(int64_t convolutions);
 
 // oneDNN's portable C fallbacks ("ref:..."): correct but an order of magnitude slower than its JIT
 // kernels, so compilation tries other layouts before settling for one.

@@ -97,6 +97,7 @@ public:
   int fused_adds() const { return fused_adds_; }
   int convolutions() const { return convolutions_; }
   int winograd_convolutions() const { return winograd_convolutions_; }
+  int merged_group_convolutions() const { return merged_group_convolutions_; }
   int steps() const { return static_cast<int>(steps_.size()); }
   std::span<const Shape> input_shapes() const { return input_shapes_; }
   std::span<const Shape> output_shapes() const { return output_shapes_; }
@@ -154,6 +155,7 @@ private:
   int fused_adds_ = 0;
   int convolutions_ = 0;
   int winograd_convolutions_ = 0;
+  int merged_group_convolutions_ = 0;
 };
 
 Program::Program(const Graph& graph, const ReferenceOptions& options, ActivationLayout layout)
@@ -393,6 +395,7 @@ void Program::compile_conv(OpId id) {
   const dnnl::convolution_forward::primitive_desc& pd = *chosen;
   ++convolutions_;
   winograd_convolutions_ += chosen_algorithm == algorithm::convolution_winograd;
+  merged_group_convolutions_ += groups.merged > 1;
 
   const Placement src = need(op.inputs[0], pd.src_desc());
   std::unordered_map<int, memory> fixed;
@@ -845,10 +848,11 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
           ? fmt::format("Winograd on {} of {} convolutions", program->winograd_convolutions(), program->convolutions())
           : "direct convolution";
   const std::string description = fmt::format(
-      "oneDNN {}.{}.{} layer by layer: {}, {} activations{}, {} residual add{} fused, {} steps",
+      "oneDNN {}.{}.{} layer by layer: {}, {} activations{}, {} residual add{} fused, {} steps{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, algorithm,
       layout == ActivationLayout::Blocked ? (exec::channel_block() == 16 ? "nChw16c" : "nChw8c") : to_string(layout),
-      measured ? " (measured)" : "", program->fused_adds(), program->fused_adds() == 1 ? "" : "s", program->steps());
+      measured ? " (measured)" : "", program->fused_adds(), program->fused_adds() == 1 ? "" : "s", program->steps(),
+      exec::merged_groups_summary(program->merged_group_convolutions()));
   return std::make_unique<exec::ProgramExecutor<exec::Program>>(std::move(program), graph.source, description);
 }
 

@@ -4,6 +4,7 @@
 #include "exec/test_graphs.hpp"
 #include "occam/error.hpp"
 
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -72,6 +73,13 @@ TEST(OneDnnGroups, NarrowGroupsMergeIntoWholeChannelBlocks) {
   EXPECT_EQ(merged[1], block / 2);
   EXPECT_EQ(merged[3], 1);
   EXPECT_EQ(merged[4], 1);
+  // Both executors say how many they merged.
+  const auto count = std::count_if(merged.begin(), merged.end(), [](int64_t m) { return m > 1; });
+  const std::string said = fmt::format("{} grouped convolutions merged into whole channel blocks", count);
+  const std::string reference = compile_reference(graph, {1, ConvAlgorithm::Direct, ActivationLayout::Any})->describe();
+  EXPECT_NE(reference.find(said), std::string::npos) << reference;
+  const std::string fused = compile_fused(graph, plan_for_execution(graph, 64 << 20), {.threads = 1})->describe();
+  EXPECT_NE(fused.find(said), std::string::npos) << fused;
 
   // Two groups of one input and two output channels, merged: [a 0; b 0; 0 c; 0 d] per kernel tap.
   TestNet net;
