@@ -281,14 +281,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "# plan: $parts partition(s), largest on chip $(mib "$(value plan_largest_on_chip_bytes "$fused_log")") MiB" \
       "(line buffers $(mib "$(value plan_line_buffer_bytes "$fused_log")") MiB as allocated per tensor);" \
       "filters $(mib "$plan_filters") MiB (executor's reordered weights $(mib "$(value executor_weight_bytes "$fused_log")") MiB)"
-    grep -q '^touched_second_copy_bytes=' "$fused_log" && {
+    grep -q '^touched_second_copy_bytes=' "$fused_log" && grep -q '^input_bytes=' "$fused_log" && {
       touched=$(value touched_line_buffer_bytes "$fused_log")
       second=$(value touched_second_copy_bytes "$fused_log")
       weights=$(value executor_weight_bytes "$fused_log")
+      input=$(value input_bytes "$fused_log")
       echo "# the executor as the simulator sees it (pages touched, all partitions): line buffers and boundaries" \
         "$(mib "$touched") MiB + their second mappings $(mib "$second") MiB (windows past a buffer's end; one memory" \
         "with the first, but lines of their own to a virtually tagged cache) + weights $(mib "$weights") MiB" \
-        "= $(mib $((touched + second + weights))) MiB, of $(mib "$capacity") MiB LL"
+        "= $(mib $((touched + second + weights))) MiB; with the $(mib "$input") MiB input each image streams through" \
+        "$(mib $((touched + second + weights + input))) MiB, of $(mib "$capacity") MiB LL (a weight used once per image" \
+        "stays cached to the next image only if this fits)"
     }
   fi
   echo "# reference model: base case $(mib "$base_act") MiB activations + $(mib "$filters") MiB filters; its outputs $(mib "$base_out") MiB (write-allocate fills on a CPU)"

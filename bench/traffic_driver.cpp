@@ -172,6 +172,7 @@ int run(const Args& args) {
   std::unique_ptr<Executor> executor;
   fmt::print("model={} input={} executor={} images={} threads={} under_valgrind={} callgrind_header={}\n", graph.name,
              shape.str(), args.executor, args.images, args.threads, RUNNING_ON_VALGRIND ? 1 : 0, OCCAM_HAVE_CALLGRIND);
+  fmt::print("input_bytes={}\n", shape.image_elements() * static_cast<int64_t>(sizeof(float)));
   // The model's own figures, at 4-byte elements, per image.
   fmt::print("base_case_activation_bytes={}\n", analysis.base_case_activation_bytes());
   fmt::print("full_reuse_activation_bytes={}\n", analysis.full_reuse_activation_bytes());
