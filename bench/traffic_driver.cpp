@@ -25,6 +25,7 @@
 #include "occam/plan.hpp"
 
 #include <fmt/core.h>
+#include <unistd.h>
 
 #if __has_include(<valgrind/callgrind.h>)
 #include <valgrind/callgrind.h>
@@ -45,9 +46,9 @@
 #include <cstring>
 #include <exception>
 #include <set>
-#include <tuple>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -117,7 +118,6 @@ double checksum(const occam::HostTensor& t) {
   return sum;
 }
 
-
 // What a virtually tagged cache simulator sees of the executor's memory files: the pages touched
 // through each mapping. A line buffer's page range is mapped twice back to back (same file offset
 // and size); a page table entry exists only for a page accessed through that very mapping, so the
@@ -134,7 +134,7 @@ MappedPages touched_memory_file_pages() {
   std::FILE* maps = std::fopen("/proc/self/maps", "r");
   std::FILE* pagemap = std::fopen("/proc/self/pagemap", "rb");
   if (maps != nullptr && pagemap != nullptr) {
-    const int64_t page = 4096;
+    const auto page = static_cast<unsigned long long>(sysconf(_SC_PAGESIZE));
     std::set<std::tuple<unsigned long, unsigned long long, unsigned long long>> mapped;  // inode, offset, size
     char line[4096];
     while (std::fgets(line, sizeof line, maps) != nullptr) {
@@ -144,14 +144,14 @@ MappedPages touched_memory_file_pages() {
       if (std::sscanf(line, "%llx-%llx %7s %llx %31s %lu", &lo, &hi, perms, &offset, device, &inode) != 6) continue;
       if (std::strstr(line, "/memfd:") == nullptr) continue;
       const bool second = !mapped.insert({inode, offset, hi - lo}).second;
-      int64_t present = 0;
+      unsigned long long present = 0;
       for (unsigned long long at = lo; at < hi; at += page) {
         uint64_t entry = 0;
         if (std::fseek(pagemap, static_cast<long>(at / page * sizeof entry), SEEK_SET) != 0) break;
         if (std::fread(&entry, sizeof entry, 1, pagemap) != 1) break;
         if ((entry >> 63) & 1U) present += page;
       }
-      (second ? pages.second_bytes : pages.first_bytes) += present;
+      (second ? pages.second_bytes : pages.first_bytes) += static_cast<int64_t>(present);
     }
   }
   if (maps != nullptr) std::fclose(maps);

@@ -712,8 +712,7 @@ FusedProgram::WholePrimitive FusedProgram::whole_primitive(const Op& op, const W
   const Window& win = op.window;
   const memory::dims strides{win.stride_h, win.stride_w}, dilates{win.dilation_h - 1, win.dilation_w - 1};
   const memory::dims pad_l{win.pad_top, win.pad_left};
-  const memory::dims pad_r{effective_pad_end(is.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, os.h),
-                           effective_pad_end(is.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, os.w)};
+  const memory::dims pad_r = pad_end_dims(win, is, os);
   WholePrimitive primitive;
   if (op.kind == OpKind::Conv) {
     primitive.conv.emplace(dnnl::convolution_forward::desc(kInference, algorithm::convolution_direct, d.src, d.weights, d.bias,

@@ -43,6 +43,11 @@ dnnl::memory::format_tag blocked_tag() {
 
 dnnl::memory::dims dims_of(const Shape& shape) { return {shape.n, shape.c, shape.h, shape.w}; }
 
+dnnl::memory::dims pad_end_dims(const Window& win, const Shape& in, const Shape& out) {
+  return {effective_pad_end(in.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, out.h),
+          effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w)};
+}
+
 dnnl::memory::desc plain_md(const Shape& shape) {
   return {dims_of(shape), dnnl::memory::data_type::f32, dnnl::memory::format_tag::nchw};
 }
@@ -88,11 +93,9 @@ bool jit_convolution(const Op& op, const Shape& in, const Shape& out, int64_t gr
   const memory::desc src({1, in.c, in.h, in.w}, DataType::f32, Tag::nhwc);
   const memory::desc dst({1, out.c, out.h, out.w}, DataType::f32, Tag::nhwc);
   const memory::desc weights(conv_weight_dims({groups, 1}, in.c, out.c, win.kernel_h, win.kernel_w), DataType::f32, Tag::any);
-  const memory::dims pad_r{effective_pad_end(in.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, out.h),
-                           effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w)};
   const dnnl::convolution_forward::desc desc(kInference, algorithm::convolution_direct, src, weights, dst,
                                              {win.stride_h, win.stride_w}, {win.dilation_h - 1, win.dilation_w - 1},
-                                             {win.pad_top, win.pad_left}, pad_r);
+                                             {win.pad_top, win.pad_left}, pad_end_dims(win, in, out));
   const dnnl::convolution_forward::primitive_desc pd(desc, cpu_engine(), true);
   return pd && std::string_view(pd.impl_info_str()).starts_with("jit");  // not "x64:gemm:jit", a GEMM per group
 }

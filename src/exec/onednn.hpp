@@ -30,6 +30,9 @@ int64_t channel_block();
 dnnl::memory::format_tag blocked_tag();
 
 dnnl::memory::dims dims_of(const Shape& shape);
+// The bottom and right padding of window `win` from `in` to `out` as oneDNN wants it
+// (effective_pad_end: PyTorch's ceil_mode may add a window past the padding).
+dnnl::memory::dims pad_end_dims(const Window& win, const Shape& in, const Shape& out);
 dnnl::memory::desc plain_md(const Shape& shape);  // dense NCHW, as HostTensor holds it
 dnnl::memory::desc any_md(const Shape& shape);
 

@@ -314,8 +314,7 @@ void Program::compile_conv(OpId id) {
   const memory::dims strides = {win.stride_h, win.stride_w};
   const memory::dims dilates = {win.dilation_h - 1, win.dilation_w - 1};
   const memory::dims pad_l = {win.pad_top, win.pad_left};
-  const memory::dims pad_r = {effective_pad_end(in.h, win.pad_top, win.pad_bottom, win.extent_h(), win.stride_h, out.h),
-                              effective_pad_end(in.w, win.pad_left, win.pad_right, win.extent_w(), win.stride_w, out.w)};
+  const memory::dims pad_r = pad_end_dims(win, in, out);
   const ConvGroups groups = onednn_groups(op, in, out);
   const int64_t g = groups.groups;
   const memory::dims weight_dims = conv_weight_dims(groups, in.c, out.c, win.kernel_h, win.kernel_w);
