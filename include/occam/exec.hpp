@@ -215,6 +215,22 @@ enum class RowKernels : uint8_t {
   Own,  // wherever the own kernel covers the shape
 };
 
+// How the fused executor lays out tensors that whole-tensor steps hold (every op touching them runs
+// its rows in one step) and the rows of chains of dense convolutions run one row per step.
+enum class FusedLayout : uint8_t {
+  // Compile both below, time an image with each (interleaved) and keep the faster, where an image
+  // takes at most half a second on one thread and the NHWC program holds no more activation memory
+  // (else Blocked). Which is faster depends on the CPU and the net: with AVX2, oneDNN 2.6's blocked
+  // kernels ran resnet18's convolutions 15% faster than its NHWC ones; with AVX-512 its NHWC
+  // (brgconv) kernels ran resnet18 at 224x224 0.98x the reference against 0.84x blocked, while
+  // alexnet ran 1.08x blocked against 0.99x in NHWC.
+  Measure,
+  // The ISA's channel blocks (oneDNN's nChw8c with AVX2, nChw16c with AVX-512) wherever oneDNN has
+  // a JIT kernel for every op touching the tensor in that layout.
+  Blocked,
+  Nhwc,  // NHWC everywhere, as line buffers hold rows
+};
+
 // How several threads share the work of a fused executor.
 enum class ThreadSharing : uint8_t {
   // Compile both below, time an image with each (twice, interleaved) and keep the faster, where an
@@ -255,6 +271,7 @@ struct FusedOptions {
   std::vector<double> op_costs = {};
   ThreadSharing sharing = ThreadSharing::Measure;  // with several threads
   RowKernels row_kernels = RowKernels::Measure;
+  FusedLayout layout = FusedLayout::Measure;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

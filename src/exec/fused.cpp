@@ -214,6 +214,11 @@ public:
   size_t own_convolutions() const { return own_convs_.size(); }
   // Convolutions the own kernel could run (all of them on it with RowKernels::Own).
   size_t own_candidates() const { return own_candidates_.size(); }
+  // Tensors held in channel blocks: whole, or as rows of a chain of dense convolutions.
+  size_t blocked_tensors() const {
+    return static_cast<size_t>(std::count(row_blocked_.begin(), row_blocked_.end(), true) +
+                               std::count(whole_layout_.begin(), whole_layout_.end(), WholeLayout::Blocked));
+  }
   // Per thread: seconds the last run() spent waiting for the other threads (empty with one thread).
   std::vector<double> thread_waits() const;
 
@@ -494,7 +499,7 @@ void FusedProgram::assign_roles(const Plan& plan) {
 void FusedProgram::choose_row_layouts() {
   row_blocked_.assign(graph_.tensors.size(), false);
   zero_rows_.assign(graph_.tensors.size(), {});
-  if (std::getenv("OCCAM_NHWC_ROWS") != nullptr) return;
+  if (options_.layout == FusedLayout::Nhwc) return;
   const auto one_row_conv = [&](OpId o) { return graph_.op(o).kind == OpKind::Conv && band_rows_[static_cast<size_t>(o)] == 1; };
   for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
     const Tensor& tensor = graph_.tensor(t);
@@ -577,7 +582,7 @@ bool FusedProgram::runs_jit(OpId id) const {
 // average pool reading it. A first convolution of a few channels reads the caller's image planar.
 void FusedProgram::choose_whole_layouts() {
   whole_layout_.assign(graph_.tensors.size(), WholeLayout::Rows);
-  if (std::getenv("OCCAM_NHWC_ROWS") != nullptr) return;
+  if (options_.layout == FusedLayout::Nhwc) return;
   const auto whole_step = [&](OpId o) {
     return band_rows_[static_cast<size_t>(o)] >= rows::event_count(graph_, graph_.op(o));
   };
@@ -2255,14 +2260,32 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   const bool measure_sharing = options.sharing == ThreadSharing::Measure && threads > 1;
   FusedOptions chosen = options;
   if (chosen.sharing == ThreadSharing::Measure) chosen.sharing = ThreadSharing::Pipeline;
+  if (chosen.layout == FusedLayout::Measure) chosen.layout = FusedLayout::Blocked;
   Program program = std::make_unique<exec::FusedProgram>(graph, plan, chosen);
   std::string measured;
   // Images that take long (dncnn at 512x512: seconds) are not timed: the timing would cost more than
   // compiling, and the pipeline is what large images are streamed with; their row kernels are
   // chosen by timing each convolution's band alone (RowKernels::Measure).
-  const bool measuring = measure_sharing || options.row_kernels == RowKernels::Measure;
+  const bool measuring =
+      measure_sharing || options.row_kernels == RowKernels::Measure || options.layout == FusedLayout::Measure;
   const double per_image = measuring ? image_seconds(*program, threads) : 0.0;
   const bool timed = measuring && per_image <= kLongestMeasuredImage;
+  // Layout first: it decides which convolutions the own row kernel could run. NHWC is kept only
+  // where it holds no more activation memory than the blocked layout that plan_under_memory_limit
+  // measured.
+  if (timed && options.layout == FusedLayout::Measure && program->blocked_tensors() > 0) {
+    FusedOptions nhwc = chosen;
+    nhwc.layout = FusedLayout::Nhwc;
+    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, nhwc)};
+    const std::vector<double> best = time_images(programs, per_image);
+    const bool nhwc_wins = best[1] < best[0] && programs[1]->memory_account().activation_peak_bytes() <=
+                                                    programs[0]->memory_account().activation_peak_bytes();
+    const size_t kept = nhwc_wins ? 1 : 0;
+    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}", nhwc_wins ? "NHWC" : "channel blocks",
+                           best[kept] * 1e3, best[1 - kept] * 1e3, nhwc_wins ? "in channel blocks" : "in NHWC");
+    program = std::move(programs[kept]);
+    if (nhwc_wins) chosen = nhwc;
+  }
   if (timed && options.row_kernels == RowKernels::Measure && program->own_candidates() > program->own_convolutions()) {
     // A band timed alone can mislead: in a pipeline of many convolutions oneDNN's NHWC kernels ran
     // dncnn's 3x3 bands at 256x256 in 1.10 ms against the own kernel's 0.83 ms, alone in 0.73 against
@@ -2273,8 +2296,9 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
     const std::vector<double> best = time_images(programs, per_image);
     const size_t kept = best[1] < best[0] ? 1 : 0;
     const std::string own_everywhere = "own row kernels wherever they apply", each_alone = "row kernels chosen per convolution timed alone";
-    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
-                           best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
+    const std::string kernels = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
+                                            best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
+    measured = measured.empty() ? kernels : fmt::format("{}; {}", measured, kernels);
     program = std::move(programs[kept]);
     if (kept == 1) chosen = own;
   }

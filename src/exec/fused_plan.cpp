@@ -88,9 +88,11 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
     FusedOptions banded = options;
     banded.band_bytes = band_bytes;
     // A pipeline's peak bounds what compile_fused keeps when it measures (ThreadSharing::Measure),
-    // and so do oneDNN's row kernels (own ones need no scratchpad), without the timing.
+    // and so do oneDNN's row kernels (own ones need no scratchpad) and the blocked layout (NHWC is
+    // kept only where it holds no more), without the timing.
     if (banded.sharing == ThreadSharing::Measure) banded.sharing = ThreadSharing::Pipeline;
     if (banded.row_kernels == RowKernels::Measure) banded.row_kernels = RowKernels::OneDnn;
+    if (banded.layout == FusedLayout::Measure) banded.layout = FusedLayout::Blocked;
     return compile_fused(graph, plan, banded)->memory().activation_peak_bytes();
   };
   MemoryLimitedPlan result;

@@ -22,8 +22,9 @@ using testing::single_process_outputs;
 using testing::worst_relative_error;
 
 // A stage's executor may run its partition with other kernels than the one-process executor does
-// (a stage's boundary tensors are caller tensors in NCHW, where the whole executor may keep them
-// channel-blocked), so sums are rounded in another order; the stages run in sequence must match exactly.
+// (a stage's boundary tensors are caller tensors in NCHW, where the whole reference executor keeps
+// them channel-blocked; fused stages run NHWC throughout, as StageOptions says, and agree), so sums
+// are rounded in another order; the stages run in sequence must match exactly.
 constexpr double kTolerance = 1e-5;
 
 // Wraps a stage's executor to observe or disturb each run.

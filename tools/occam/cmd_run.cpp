@@ -39,6 +39,7 @@ struct RunArgs {
   std::string layout = "measure";
   std::string sharing = "measure";
   std::string row_kernels = "measure";
+  std::string fused_layout = "measure";
 };
 
 ActivationLayout parse_layout(const std::string& text) {
@@ -57,6 +58,12 @@ RowKernels parse_row_kernels(const std::string& text) {
   if (text == "onednn") return RowKernels::OneDnn;
   if (text == "own") return RowKernels::Own;
   return RowKernels::Measure;
+}
+
+FusedLayout parse_fused_layout(const std::string& text) {
+  if (text == "blocked") return FusedLayout::Blocked;
+  if (text == "nhwc") return FusedLayout::Nhwc;
+  return FusedLayout::Measure;
 }
 
 std::string bytes(int64_t value) { return format_bytes(static_cast<double>(value)); }
@@ -138,6 +145,7 @@ int run_model(const RunArgs& args) {
   FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
   fused_options.sharing = parse_sharing(args.sharing);
   fused_options.row_kernels = parse_row_kernels(args.row_kernels);
+  fused_options.layout = parse_fused_layout(args.fused_layout);
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
                                            parse_layout(args.layout)};
 
@@ -267,6 +275,11 @@ void add_run_command(CLI::App& app, Action& action) {
                       "fused: stacked windows of row-blocked convolutions on oneDNN, on occam's own AVX2 kernel (own), "
                       "or measure (time both per shape, keep the faster)")
       ->check(CLI::IsMember({"measure", "onednn", "own"}))
+      ->capture_default_str();
+  command->add_option("--fused-layout", args->fused_layout,
+                      "fused: tensors held whole and rows of dense convolution chains in oneDNN's channel blocks "
+                      "where it has JIT kernels for them (blocked), in NHWC, or measure (time both, keep the faster)")
+      ->check(CLI::IsMember({"measure", "blocked", "nhwc"}))
       ->capture_default_str();
   command->add_option("--layout", args->layout, "reference activation layout: measure (faster of the two), any, blocked")
       ->check(CLI::IsMember({"measure", "any", "blocked"}))
