@@ -1,10 +1,13 @@
 // Executor timings on this machine, against its FP32 FMA peak measured in the same run.
 //
-//   exec_bench --speed [--threads T] [--runs N] [NET@HxW ...]   (default: the four nets below, T = 2)
+//   exec_bench --speed [--threads T] [--runs N] [--sram SIZE ...] [NET@HxW ...]
+//                                       (default: the four nets below, T = 2, one plan at 32 MiB)
 //   exec_bench [--benchmark_filter=REGEX]                        e.g. --benchmark_filter='mobilenet_v2'
 //
 // --speed: per net, the best layer-by-layer oneDNN reference (direct convolution, layouts measured)
-// and the fused row-streaming executor (plan at the L3 size), and for mobilenet_v2 also oneDNN's
+// and the fused row-streaming executor (plan at the L3 size, or one fused line per --sram: on a
+// machine whose L3 other tenants share, a plan for a few MiB may run faster than the L3's own,
+// at more main-memory traffic), and for mobilenet_v2 also oneDNN's
 // own fusion of each 1x1 convolution with the depthwise convolution after it (the `append_dw`
 // post-op, blocked layout), all compiled for T threads and run interleaved in one process (the
 // order rotates every round, so that none always finds the caches warm from another). Printed per
@@ -24,6 +27,7 @@
 #include "occam/exec.hpp"
 
 #include "occam/error.hpp"
+#include "occam/units.hpp"
 
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
@@ -382,7 +386,7 @@ double median_of(std::vector<double> ms) {
 
 constexpr int64_t kL3 = 32 << 20;  // the last-level cache of the machines DESIGN.md describes
 
-void speed(const SpeedCase& c, int threads, double peak) {
+void speed(const SpeedCase& c, int threads, double peak, const std::vector<int64_t>& capacities) {
   occam::ModelOptions options;
   options.resolution = occam::Resolution{c.h, c.w};
   options.with_weights = true;
@@ -395,10 +399,17 @@ void speed(const SpeedCase& c, int threads, double peak) {
   };
   std::vector<Entry> entries;
   entries.push_back({"reference", occam::compile_reference(graph, {threads, ConvAlgorithm::Direct, ActivationLayout::Measure}), {}, {}});
-  const occam::Plan plan = occam::plan_for_execution(graph, kL3);
   occam::FusedOptions fused_options;
   fused_options.threads = threads;
-  entries.push_back({"fused", occam::compile_fused(graph, plan, fused_options), {}, {}});
+  std::vector<std::string> plans;
+  for (const int64_t capacity : capacities) {
+    const occam::Plan plan = occam::plan_for_execution(graph, capacity);
+    std::string size = occam::format_bytes(static_cast<double>(capacity));
+    size.erase(std::remove(size.begin(), size.end(), ' '), size.end());
+    const std::string name = capacities.size() == 1 ? "fused" : "fused@" + size;
+    entries.push_back({name, occam::compile_fused(graph, plan, fused_options), {}, {}});
+    plans.push_back(fmt::format("{}: {} partition(s) at {} per partition", name, plan.partitions.size(), size));
+  }
   if (c.model == "mobilenet_v2") entries.push_back({"append_dw", std::make_unique<AppendDwExecutor>(graph, threads), {}, {}});
   const std::vector<occam::HostTensor> inputs = {occam::random_input(graph.tensor(graph.inputs[0]).shape)};
   for (Entry& e : entries) {
@@ -422,24 +433,32 @@ void speed(const SpeedCase& c, int threads, double peak) {
     const double med = median_of(e.ms);
     double error = 0;
     for (size_t i = 0; i < e.outputs.size(); ++i) error = std::max(error, occam::max_relative_error(e.outputs[i], entries[0].outputs[i]));
-    fmt::print("  {:<10} min {:9.2f} ms  median {:9.2f} ms  ref/this {:.3f} (min) {:.3f} (median)  {:6.1f} GFLOP/s = "
+    fmt::print("  {:<16} min {:9.2f} ms  median {:9.2f} ms  ref/this {:.3f} (min) {:.3f} (median)  {:6.1f} GFLOP/s = "
                "{:4.1f}% of peak  activations {:8.2f} MiB  max rel err {:.1e}\n",
                e.name, lo, med, ref_min / lo, ref_median / med, gflop / (lo * 1e-3), 100.0 * gflop / (lo * 1e-3) / peak,
                static_cast<double>(e.executor->memory().activation_peak_bytes()) / (1 << 20), error);
   }
-  for (const Entry& e : entries) fmt::print("  {:<10} {}\n", e.name, e.executor->describe());
-  if (!plan.partitions.empty()) fmt::print("  plan: {} partition(s) at {} MiB per partition\n", plan.partitions.size(), kL3 >> 20);
+  for (const Entry& e : entries) fmt::print("  {:<16} {}\n", e.name, e.executor->describe());
+  for (const std::string& line : plans) fmt::print("  plan {}\n", line);
 }
 
 int speed_main(int argc, char** argv) {
   int threads = 2, runs = 10;
   std::vector<SpeedCase> cases;
+  std::vector<int64_t> capacities;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--threads" && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
     } else if (arg == "--runs" && i + 1 < argc) {
       runs = std::atoi(argv[++i]);
+    } else if (arg == "--sram" && i + 1 < argc) {
+      try {
+        capacities.push_back(occam::parse_bytes(argv[++i], "--sram"));
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "exec_bench --speed: {}\n", e.what());
+        return 1;
+      }
     } else if (const auto at = arg.find('@'); at != std::string::npos) {
       const occam::Resolution r = occam::parse_resolution(arg.substr(at + 1));
       cases.push_back({arg.substr(0, at), r.h, r.w, 0});
@@ -451,6 +470,7 @@ int speed_main(int argc, char** argv) {
   if (cases.empty()) {
     cases = {{"resnet18", 224, 224, 0}, {"mobilenet_v2", 224, 224, 0}, {"dncnn", 512, 512, 0}, {"mobilenet_v2", 1024, 1024, 0}};
   }
+  if (capacities.empty()) capacities.push_back(kL3);
   const double peak = machine_peak_gflops(threads);
   fmt::print("FP32 FMA peak measured now (best of 10): {:.1f} GFLOP/s on 1 thread, {:.1f} on {}\n", machine_peak_gflops(1), peak,
              threads);
@@ -462,7 +482,7 @@ int speed_main(int argc, char** argv) {
   for (SpeedCase& c : cases) {
     c.runs = std::max(runs, 10);
     try {
-      speed(c, threads, peak);
+      speed(c, threads, peak, capacities);
     } catch (const std::exception& e) {
       fmt::print("{} {}x{}: {}\n", c.model, c.h, c.w, e.what());
     }
