@@ -97,6 +97,8 @@ public:
   int fused_adds() const { return fused_adds_; }
   int convolutions() const { return convolutions_; }
   int winograd_convolutions() const { return winograd_convolutions_; }
+  // Steps oneDNN runs with its reference (non-JIT) code: tens of times slower than its kernels.
+  int reference_code_steps() const { return reference_code_steps_; }
   int merged_group_convolutions() const { return merged_group_convolutions_; }
   int steps() const { return static_cast<int>(steps_.size()); }
   std::span<const Shape> input_shapes() const { return input_shapes_; }
@@ -149,6 +151,7 @@ private:
   Allocation arena_;
   Allocation scratchpad_;
   int64_t scratchpad_bytes_ = 0;
+  int reference_code_steps_ = 0;
   std::vector<Shape> input_shapes_, output_shapes_;
   // Caller memory bound per run: (memory object, graph input or output index).
   std::vector<std::pair<memory, int>> input_bindings_, output_bindings_;
@@ -262,6 +265,7 @@ void Program::add_primitive_step(std::string name, const dnnl::primitive& primit
   step.args = std::move(args);
   step.fixed = std::move(fixed);
   scratchpad_bytes_ = std::max(scratchpad_bytes_, static_cast<int64_t>(pd.scratchpad_desc().get_size()));
+  reference_code_steps_ += is_reference_impl(pd);
   add_step(std::move(step));
 }
 
@@ -458,17 +462,39 @@ void Program::compile_binary(OpId id) {
   const bool a_full = graph_.tensor(a).shape == out, b_full = graph_.tensor(b).shape == out;
 
   // oneDNN broadcasts only its second source; `binary(src0, src1)` with src0 of the output's shape.
-  const auto binary_step = [&](Placement src0, TensorId src1, algorithm how, const dnnl::post_ops& ops,
-                               std::optional<Placement> dst) {
+  // src0_tensor: the tensor src0 holds, if any (not for a materialised output shape).
+  const auto binary_step = [&](Placement src0, std::optional<TensorId> src0_tensor, TensorId src1, algorithm how,
+                               const dnnl::post_ops& ops, std::optional<Placement> dst) {
     const Placement produced = *placement_[static_cast<size_t>(src1)];
-    std::vector<memory::desc> candidates = {produced.md};
-    if (graph_.tensor(src1).shape == out) candidates.push_back(src0.md);
-    candidates.push_back(plain_md(graph_.tensor(src1).shape));
-    std::optional<dnnl::binary::primitive_desc> chosen;
-    for (const memory::desc& md1 : candidates) {
-      dnnl::binary::primitive_desc pd({how, src0.md, md1, src0.md}, user_scratchpad(ops), cpu_engine(), true);
-      if (pd && (!chosen || !is_reference_impl(pd))) chosen = pd;
-      if (chosen && !is_reference_impl(*chosen)) break;
+    const auto choose = [&](const memory::desc& md0) {
+      std::vector<memory::desc> candidates = {produced.md};
+      if (graph_.tensor(src1).shape == out) candidates.push_back(md0);
+      candidates.push_back(plain_md(graph_.tensor(src1).shape));
+      std::optional<dnnl::binary::primitive_desc> chosen;
+      for (const memory::desc& md1 : candidates) {
+        dnnl::binary::primitive_desc pd({how, md0, md1, md0}, user_scratchpad(ops), cpu_engine(), true);
+        if (pd && (!chosen || !is_reference_impl(pd))) chosen = pd;
+        if (chosen && !is_reference_impl(*chosen)) break;
+      }
+      return chosen;
+    };
+    std::optional<dnnl::binary::primitive_desc> chosen = choose(src0.md);
+    // oneDNN 2.6 runs a binary op with its JIT kernel only on the ISA's own channel blocking or on
+    // NHWC. A grouped convolution of 8 channels per group writes nChw8c even with AVX-512, and
+    // regnet_y_400mf's squeeze-and-excitation multiplies on it ran oneDNN's reference code, 3 ms
+    // each (the whole net took 19 ms against 3.3 fused). Such a src0 is reordered to a layout that
+    // has a JIT kernel, into a buffer of its own (a copy other readers may share: never in place).
+    if (src0_tensor && (!chosen || is_reference_impl(*chosen))) {
+      for (const Tag tag : {blocked_tag(), Tag::nhwc}) {
+        const memory::desc md0(dims_of(out), DataType::f32, tag);
+        if (md0 == src0.md) continue;
+        const std::optional<dnnl::binary::primitive_desc> reordered = choose(md0);
+        if (!reordered || is_reference_impl(*reordered)) continue;
+        src0 = need(*src0_tensor, md0);
+        dst.reset();
+        chosen = reordered;
+        break;
+      }
     }
     if (!chosen) fail_op(op, "no oneDNN binary primitive implements it");
     const Placement s1 = need(src1, chosen->src1_desc());
@@ -489,7 +515,7 @@ void Program::compile_binary(OpId id) {
     const Placement src0 = *placement_[static_cast<size_t>(first)];
     std::optional<Placement> in_place;
     if (writable(first, id, src0)) in_place = src0;
-    placement_[static_cast<size_t>(op.output)] = binary_step(src0, second, alg, ops, in_place);
+    placement_[static_cast<size_t>(op.output)] = binary_step(src0, first, second, alg, ops, in_place);
     return;
   }
   // Both operands broadcast: materialise the output shape as 0 + a, then apply the op with b.
@@ -500,9 +526,9 @@ void Program::compile_binary(OpId id) {
   zero.host = [bytes = md.get_size()](std::span<float* const> p) { std::memset(p[0], 0, bytes); };
   zero.args = {{0, dst.value, md}};
   add_step(std::move(zero));
-  binary_step(dst, a, algorithm::binary_add, {}, dst);
+  binary_step(dst, std::nullopt, a, algorithm::binary_add, {}, dst);
   append_activation(ops, op.activation);
-  placement_[static_cast<size_t>(op.output)] = binary_step(dst, b, alg, ops, dst);
+  placement_[static_cast<size_t>(op.output)] = binary_step(dst, std::nullopt, b, alg, ops, dst);
 }
 
 void Program::compile_batchnorm(OpId id) {
@@ -847,11 +873,13 @@ std::unique_ptr<Executor> compile_reference(const Graph& graph, const ReferenceO
           ? fmt::format("Winograd on {} of {} convolutions", program->winograd_convolutions(), program->convolutions())
           : "direct convolution";
   const std::string description = fmt::format(
-      "oneDNN {}.{}.{} layer by layer: {}, {} activations{}, {} residual add{} fused, {} steps{}",
+      "oneDNN {}.{}.{} layer by layer: {}, {} activations{}, {} residual add{} fused, {} steps{}{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, algorithm,
       layout == ActivationLayout::Blocked ? (exec::channel_block() == 16 ? "nChw16c" : "nChw8c") : to_string(layout),
       measured ? " (measured)" : "", program->fused_adds(), program->fused_adds() == 1 ? "" : "s", program->steps(),
-      exec::merged_groups_summary(program->merged_group_convolutions()));
+      exec::merged_groups_summary(program->merged_group_convolutions()),
+      program->reference_code_steps() > 0 ? fmt::format(", {} on oneDNN's reference code", program->reference_code_steps())
+                                          : std::string());
   return std::make_unique<exec::ProgramExecutor<exec::Program>>(std::move(program), graph.source, description);
 }
 

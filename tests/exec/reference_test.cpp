@@ -168,6 +168,25 @@ TEST(Reference, WrongInputsAreRejectedWithTheExpectedShape) {
   EXPECT_THROW(executor->run(testing::random_inputs(graph), outputs), Error);
 }
 
+// A squeeze-and-excitation multiply on the output of a grouped convolution of 8 channels per group
+// (regnet_y's): oneDNN writes that output nChw8c even with AVX-512, where its binary multiply has
+// only reference code for nChw8c; the executor then reorders the operand. No step may run oneDNN's
+// reference code, in any layout, and the numbers are the oracle's.
+TEST(Reference, SqueezeAndExcitationOnEightChannelGroupsRunsNoReferenceCode) {
+  TestNet net;
+  const TensorId x = net.conv(net.input({1, 64, 14, 14}), 64, Window::square(3, 1, 1), 8, true, Activation::relu());
+  const TensorId gate = net.gemm(net.op(OpKind::GlobalAvgPool, {x}), 64, true, {ActKind::Sigmoid});
+  const TensorId excited = net.op(OpKind::Mul, {x, gate});
+  const Graph graph = std::move(net).finish({excited});
+  const std::vector<HostTensor> inputs = testing::random_inputs(graph);
+  const std::vector<HostTensor> expected = naive::run(graph, inputs);
+  for (const Config& config : kConfigs) {
+    const auto executor = compile_reference(graph, config.options);
+    EXPECT_EQ(executor->describe().find("reference code"), std::string::npos) << config.name << ": " << executor->describe();
+    EXPECT_LE(max_relative_error(executor->run(inputs)[0], expected[0]), kTolerance) << config.name;
+  }
+}
+
 TEST(Reference, DescribesItsChoices) {
   const auto executor = compile_reference(testing::kOpCases[1].build(), {0, ConvAlgorithm::Winograd, ActivationLayout::Blocked});
   // Winograd kernels exist for some ISAs only; the description says how many convolutions got one.
