@@ -231,6 +231,22 @@ enum class FusedLayout : uint8_t {
   Nhwc,  // NHWC everywhere, as line buffers hold rows
 };
 
+// Whether convolutions whose filters are large beside their output rows run several rows per step
+// (step_bands: filter bytes at most 8x a step's output bytes, within the plan's capacity), so that
+// their filters are read from memory less often, or one row per step like the rest of a streaming
+// partition (whole-tensor and uniform bands are not affected).
+enum class FilterBands : uint8_t {
+  // Compile both, time an image with each (interleaved) and keep one row per step unless the bands
+  // measure 3% faster (one row per step holds less memory and moves less main-memory traffic),
+  // where an image takes at most half a second on one thread and some convolution gets such a band
+  // (else On). On the AVX2 Zen 3 the bands helped resnet18's layer4 at small capacities; on the
+  // AVX-512 machine (1 MiB L2 per core) mobilenet_v2 1024x1024 ran 1.10-1.12x the reference with
+  // them and 1.13-1.16x without, in 2.4 MiB less memory.
+  Measure,
+  On,
+  Off,
+};
+
 // How several threads share the work of a fused executor.
 enum class ThreadSharing : uint8_t {
   // Compile both below, time an image with each (twice, interleaved) and keep the faster, where an
@@ -272,6 +288,7 @@ struct FusedOptions {
   ThreadSharing sharing = ThreadSharing::Measure;  // with several threads
   RowKernels row_kernels = RowKernels::Measure;
   FusedLayout layout = FusedLayout::Measure;
+  FilterBands filter_bands = FilterBands::Measure;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

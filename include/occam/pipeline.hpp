@@ -39,9 +39,9 @@ enum class StageExecutor : uint8_t {
 std::string_view to_string(StageExecutor executor);
 
 // How a stage's executor is built: one thread per stage by default, since stages run side by side;
-// convolutions on oneDNN's kernels, not on a choice timed at compile time (RowKernels::Measure),
-// so that every compile of a stage computes the same bits (pipelines are checked against their
-// stages run in sequence, bit for bit); and in NHWC (FusedLayout::Nhwc, not a timed choice either),
+// convolutions on oneDNN's kernels with filter bands, not on choices timed at compile time
+// (RowKernels::Measure, FilterBands::Measure), so that every compile of a stage computes the same
+// bits (pipelines are checked against their stages run in sequence, bit for bit); and in NHWC (FusedLayout::Nhwc, not a timed choice either),
 // so that a convolution runs the same oneDNN kernel in its stage, where it reads or writes the
 // stage's NHWC inputs and outputs, as in the whole graph, where the channel-blocked layout would
 // take it (with AVX-512 oneDNN 2.6's blocked and NHWC kernels sum in different orders: resnet18
@@ -52,6 +52,7 @@ struct StageOptions {
     FusedOptions options{1, 0};
     options.row_kernels = RowKernels::OneDnn;
     options.layout = FusedLayout::Nhwc;
+    options.filter_bands = FilterBands::On;
     return options;
   }();
   ReferenceOptions reference{1, ConvAlgorithm::Direct, ActivationLayout::Blocked};

@@ -214,6 +214,10 @@ public:
   size_t own_convolutions() const { return own_convs_.size(); }
   // Convolutions the own kernel could run (all of them on it with RowKernels::Own).
   size_t own_candidates() const { return own_candidates_.size(); }
+  // Whether some convolution runs several rows per step for its filters' sake (FilterBands::On).
+  bool has_filter_bands(const Plan& plan) const {
+    return options_.filter_bands != FilterBands::Off && band_rows_ != step_bands(analysis_, plan, options_.band_bytes, false);
+  }
   // Tensors held in channel blocks: whole, or as rows of a chain of dense convolutions.
   size_t blocked_tensors() const {
     return static_cast<size_t>(std::count(row_blocked_.begin(), row_blocked_.end(), true) +
@@ -478,7 +482,7 @@ int32_t FusedProgram::caller_slot(TensorId t) const {
 void FusedProgram::assign_roles(const Plan& plan) {
   partition_of_ = partition_of_ops(plan, graph_.ops.size());
   boundaries_ = boundary_spans(graph_, partition_of_);
-  band_rows_ = step_bands(analysis_, plan, options_.band_bytes);
+  band_rows_ = step_bands(analysis_, plan, options_.band_bytes, options_.filter_bands != FilterBands::Off);
   max_band_rows_ = *std::max_element(band_rows_.begin(), band_rows_.end());
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     PartitionState state;
@@ -2220,6 +2224,11 @@ constexpr double kLongestMeasuredImage = 0.5;
 // reference's speed over ten runs after).
 constexpr double kMeasuringSeconds = 0.2;
 constexpr double kKernelsMargin = 0.97;
+// Bands for heavy filters are kept only where they measure this much faster than one row per step,
+// which holds fewer rows and moves less main-memory traffic (mobilenet_v2 1024x1024 in callgrind's
+// 32 MiB LL: 1.89x the plan's prediction against 2.47x with the bands); compiles of mobilenet_v2
+// 1024x1024 measured the two within 1-3% of each other and kept either.
+constexpr double kBandsMargin = 0.97;
 
 using Program = std::unique_ptr<exec::FusedProgram>;
 
@@ -2261,16 +2270,33 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   FusedOptions chosen = options;
   if (chosen.sharing == ThreadSharing::Measure) chosen.sharing = ThreadSharing::Pipeline;
   if (chosen.layout == FusedLayout::Measure) chosen.layout = FusedLayout::Blocked;
+  if (chosen.filter_bands == FilterBands::Measure) chosen.filter_bands = FilterBands::On;
   Program program = std::make_unique<exec::FusedProgram>(graph, plan, chosen);
   std::string measured;
   // Images that take long (dncnn at 512x512: seconds) are not timed: the timing would cost more than
   // compiling, and the pipeline is what large images are streamed with; their row kernels are
   // chosen by timing each convolution's band alone (RowKernels::Measure).
-  const bool measuring =
-      measure_sharing || options.row_kernels == RowKernels::Measure || options.layout == FusedLayout::Measure;
+  const bool measuring = measure_sharing || options.row_kernels == RowKernels::Measure ||
+                         options.layout == FusedLayout::Measure || options.filter_bands == FilterBands::Measure;
   const double per_image = measuring ? image_seconds(*program, threads) : 0.0;
   const bool timed = measuring && per_image <= kLongestMeasuredImage;
-  // Layout first: it decides which convolutions the own row kernel could run. NHWC is kept only
+  // Bands first: they decide the band shapes every later choice is timed on. Without them the line
+  // buffers hold fewer rows, so the memory bound of plan_under_memory_limit holds either way.
+  if (timed && options.filter_bands == FilterBands::Measure && program->has_filter_bands(plan)) {
+    FusedOptions rows = chosen;
+    rows.filter_bands = FilterBands::Off;
+    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, rows)};
+    const std::vector<double> best = time_images(programs, per_image);
+    const bool rows_win = !(best[0] < kBandsMargin * best[1]) && programs[1]->memory_account().activation_peak_bytes() <=
+                                                                    programs[0]->memory_account().activation_peak_bytes();
+    const size_t kept = rows_win ? 1 : 0;
+    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}",
+                           rows_win ? "one row per step for heavy filters" : "bands for heavy filters", best[kept] * 1e3,
+                           best[1 - kept] * 1e3, rows_win ? "with bands" : "with one row per step");
+    program = std::move(programs[kept]);
+    if (rows_win) chosen = rows;
+  }
+  // Layout next: it decides which convolutions the own row kernel could run. NHWC is kept only
   // where it holds no more activation memory than the blocked layout that plan_under_memory_limit
   // measured.
   if (timed && options.layout == FusedLayout::Measure && program->blocked_tensors() > 0) {
@@ -2281,8 +2307,9 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
     const bool nhwc_wins = best[1] < best[0] && programs[1]->memory_account().activation_peak_bytes() <=
                                                     programs[0]->memory_account().activation_peak_bytes();
     const size_t kept = nhwc_wins ? 1 : 0;
-    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}", nhwc_wins ? "NHWC" : "channel blocks",
-                           best[kept] * 1e3, best[1 - kept] * 1e3, nhwc_wins ? "in channel blocks" : "in NHWC");
+    const std::string layout = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}", nhwc_wins ? "NHWC" : "channel blocks",
+                                           best[kept] * 1e3, best[1 - kept] * 1e3, nhwc_wins ? "in channel blocks" : "in NHWC");
+    measured = measured.empty() ? layout : fmt::format("{}; {}", measured, layout);
     program = std::move(programs[kept]);
     if (nhwc_wins) chosen = nhwc;
   }

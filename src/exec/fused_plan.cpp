@@ -29,7 +29,7 @@ PlanMemory plan_memory(const Graph& graph, const Plan& plan, const FusedOptions&
   check_plan_matches(plan, graph);
   const Analysis analysis(graph, execution_analysis_options());
   const std::vector<exec::BoundarySpan> boundaries = exec::boundary_spans(graph, exec::partition_of_ops(plan, graph.ops.size()));
-  const std::vector<int> bands = exec::step_bands(analysis, plan, options.band_bytes);
+  const std::vector<int> bands = exec::step_bands(analysis, plan, options.band_bytes, options.filter_bands != FilterBands::Off);
   PlanMemory memory;
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     const OpId first = plan.partitions[p].first_op, last = plan.partitions[p].last_op;
@@ -88,11 +88,13 @@ MemoryLimitedPlan plan_under_memory_limit(const Graph& graph, int64_t limit_byte
     FusedOptions banded = options;
     banded.band_bytes = band_bytes;
     // A pipeline's peak bounds what compile_fused keeps when it measures (ThreadSharing::Measure),
-    // and so do oneDNN's row kernels (own ones need no scratchpad) and the blocked layout (NHWC is
-    // kept only where it holds no more), without the timing.
+    // and so do oneDNN's row kernels (own ones need no scratchpad), the blocked layout (NHWC is
+    // kept only where it holds no more) and the filter bands (rows without them hold fewer rows),
+    // without the timing.
     if (banded.sharing == ThreadSharing::Measure) banded.sharing = ThreadSharing::Pipeline;
     if (banded.row_kernels == RowKernels::Measure) banded.row_kernels = RowKernels::OneDnn;
     if (banded.layout == FusedLayout::Measure) banded.layout = FusedLayout::Blocked;
+    if (banded.filter_bands == FilterBands::Measure) banded.filter_bands = FilterBands::On;
     return compile_fused(graph, plan, banded)->memory().activation_peak_bytes();
   };
   MemoryLimitedPlan result;

@@ -307,7 +307,7 @@ bool row_wise(const Graph& graph, const Op& op) {
 
 }  // namespace
 
-std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes) {
+std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes, bool filter_bands) {
   const Graph& graph = analysis.graph();
   std::vector<int> bands(graph.ops.size(), 1);
   const auto events = [&](OpId o) { return rows::event_count(graph, graph.op(o)); };
@@ -346,7 +346,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
         break;
       }
     }
-    if (uniform) continue;
+    if (uniform || !filter_bands) continue;
     struct Candidate {
       OpId op;
       int rows;

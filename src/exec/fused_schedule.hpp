@@ -115,8 +115,8 @@ constexpr int64_t kSmallRowBytes = 64 << 10;
 // for uniform bands of 512, 256 or 128 KiB per step, the largest that fits. Otherwise the bands
 // above, taken greedily, the largest
 // filter-to-row ratio first, as long as the line buffers (re-measured with schedule_span) and the
-// filters fit the capacity. A plan without spare capacity (or a partition with a fallback) runs one
-// row per step.
-std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes);
+// filters fit the capacity (`filter_bands`; without them those convolutions run one row per step).
+// A plan without spare capacity (or a partition with a fallback) runs one row per step.
+std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t band_bytes, bool filter_bands = true);
 
 }  // namespace occam::exec

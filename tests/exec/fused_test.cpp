@@ -695,6 +695,38 @@ TEST(Fused, NhwcLayoutHoldsNoChannelBlocksAndGivesTheSameNumbers) {
   }
 }
 
+// The number before " steps (" in a fused executor's description.
+int described_steps(const Executor& fused) {
+  const std::string text = fused.describe();
+  const size_t at = text.find(" steps (");
+  if (at == std::string::npos) return -1;
+  return std::stoi(text.substr(text.rfind(' ', at - 1) + 1));
+}
+
+// FilterBands::On runs convolutions whose filters are large beside their rows several rows per
+// step, Off one row per step (resnet18 96x96 planned for 2 MiB: its layer3 and layer4 partitions
+// stream rows): fewer steps with the bands, no more memory without them, the reference's numbers
+// either way, on one thread and on two; Measure says which it kept and what the other measured.
+TEST(Fused, FilterBandsOnOrOffGiveTheSameNumbers) {
+  const auto [graph, plan, inputs, expected] = planned_net("resnet18", 96, 2 * kMiB);
+  for (const int threads : {1, 2}) {
+    FusedOptions options = sharing_options(threads, ThreadSharing::Pipeline);
+    options.filter_bands = FilterBands::On;
+    const auto on = compile_fused(graph, plan, options);
+    options.filter_bands = FilterBands::Off;
+    const auto off = compile_fused(graph, plan, options);
+    EXPECT_LT(described_steps(*on), described_steps(*off)) << on->describe() << "\n" << off->describe();
+    EXPECT_LE(off->memory().activation_peak_bytes(), on->memory().activation_peak_bytes());
+    for (Executor* fused : {on.get(), off.get()}) {
+      EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance) << threads << " threads: " << fused->describe();
+    }
+    options.filter_bands = FilterBands::Measure;
+    const auto measured = compile_fused(graph, plan, options);
+    EXPECT_NE(measured->describe().find("for heavy filters measured"), std::string::npos) << measured->describe();
+    EXPECT_LE(worst_error(measured->run(inputs), expected), kTolerance) << measured->describe();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Zoo, FusedZoo,
     ::testing::Values(ZooCase{"alexnet", 224, 224, 0}, ZooCase{"vgg16", 224, 224, 0}, ZooCase{"resnet18", 224, 224, 0},

@@ -40,6 +40,7 @@ struct RunArgs {
   std::string sharing = "measure";
   std::string row_kernels = "measure";
   std::string fused_layout = "measure";
+  std::string filter_bands = "measure";
 };
 
 ActivationLayout parse_layout(const std::string& text) {
@@ -64,6 +65,12 @@ FusedLayout parse_fused_layout(const std::string& text) {
   if (text == "blocked") return FusedLayout::Blocked;
   if (text == "nhwc") return FusedLayout::Nhwc;
   return FusedLayout::Measure;
+}
+
+FilterBands parse_filter_bands(const std::string& text) {
+  if (text == "on") return FilterBands::On;
+  if (text == "off") return FilterBands::Off;
+  return FilterBands::Measure;
 }
 
 std::string bytes(int64_t value) { return format_bytes(static_cast<double>(value)); }
@@ -146,6 +153,7 @@ int run_model(const RunArgs& args) {
   fused_options.sharing = parse_sharing(args.sharing);
   fused_options.row_kernels = parse_row_kernels(args.row_kernels);
   fused_options.layout = parse_fused_layout(args.fused_layout);
+  fused_options.filter_bands = parse_filter_bands(args.filter_bands);
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
                                            parse_layout(args.layout)};
 
@@ -280,6 +288,11 @@ void add_run_command(CLI::App& app, Action& action) {
                       "fused: tensors held whole and rows of dense convolution chains in oneDNN's channel blocks "
                       "where it has JIT kernels for them (blocked), in NHWC, or measure (time both, keep the faster)")
       ->check(CLI::IsMember({"measure", "blocked", "nhwc"}))
+      ->capture_default_str();
+  command->add_option("--filter-bands", args->filter_bands,
+                      "fused, automatic bands: several rows per step for convolutions with large filters (on), one "
+                      "row per step (off), or measure (time both, keep the faster)")
+      ->check(CLI::IsMember({"measure", "on", "off"}))
       ->capture_default_str();
   command->add_option("--layout", args->layout, "reference activation layout: measure (faster of the two), any, blocked")
       ->check(CLI::IsMember({"measure", "any", "blocked"}))
