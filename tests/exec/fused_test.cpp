@@ -623,13 +623,18 @@ TEST(Fused, MeasuredSharingKeepsTheFasterWayWithinThePipelinesMemory) {
   EXPECT_LE(worst_error(kept->run(inputs), compile_reference(graph)->run(inputs)), kTolerance);
 }
 
-// The number before "whole channel-blocked" in a fused executor's description.
-int channel_blocked_tensors(const Executor& fused) {
+// The number just before `suffix` in a fused executor's description (-1 if the text is absent).
+int described_number(const Executor& fused, std::string_view suffix) {
   const std::string text = fused.describe();
-  const size_t at = text.find(" whole channel-blocked)");
-  if (at == std::string::npos) return -1;
-  return std::stoi(text.substr(text.rfind(' ', at - 1) + 1));
+  const size_t at = text.find(suffix);
+  if (at == std::string::npos || at == 0) return -1;
+  const size_t begin = text.find_last_not_of("0123456789", at - 1) + 1;
+  return begin == at ? -1 : std::stoi(text.substr(begin, at - begin));
 }
+
+int channel_blocked_tensors(const Executor& fused) { return described_number(fused, " whole channel-blocked)"); }
+int row_blocked_tensors(const Executor& fused) { return described_number(fused, " row-blocked,"); }
+int described_steps(const Executor& fused) { return described_number(fused, " steps ("); }
 
 // Tensors that whole-tensor steps write and read at once take oneDNN's channel-blocked layout, and
 // two threads share such a step by output channel blocks, each writing a part of every row: the
@@ -656,14 +661,6 @@ TEST(Fused, WholeTensorStepsTakeTheChannelBlockedLayout) {
       expect_memory_as_planned(graph, plan, *fused, options);
     }
   }
-}
-
-// The row-blocked count before "row-blocked" in a fused executor's description.
-int row_blocked_tensors(const Executor& fused) {
-  const std::string text = fused.describe();
-  const size_t at = text.find(" row-blocked,");
-  if (at == std::string::npos) return -1;
-  return std::stoi(text.substr(text.rfind('(', at) + 1));
 }
 
 // FusedLayout::Nhwc keeps every tensor in NHWC rows where Blocked puts whole tensors (resnet18) and
@@ -693,14 +690,6 @@ TEST(Fused, NhwcLayoutHoldsNoChannelBlocksAndGivesTheSameNumbers) {
       EXPECT_LE(worst_error(measured->run(inputs), expected), kTolerance) << what;
     }
   }
-}
-
-// The number before " steps (" in a fused executor's description.
-int described_steps(const Executor& fused) {
-  const std::string text = fused.describe();
-  const size_t at = text.find(" steps (");
-  if (at == std::string::npos) return -1;
-  return std::stoi(text.substr(text.rfind(' ', at - 1) + 1));
 }
 
 // FilterBands::On runs convolutions whose filters are large beside their rows several rows per
