@@ -240,8 +240,8 @@ enum class FilterBands : uint8_t {
   // measure 3% faster (one row per step holds less memory and moves less main-memory traffic),
   // where an image takes at most half a second on one thread and some convolution gets such a band
   // (else On). On the AVX2 Zen 3 the bands helped resnet18's layer4 at small capacities; on the
-  // AVX-512 machine (1 MiB L2 per core) mobilenet_v2 1024x1024 ran 1.10-1.12x the reference with
-  // them and 1.13-1.16x without, in 2.4 MiB less memory.
+  // AVX-512 machine (1 MiB L2 per core) mobilenet_v2 1024x1024 ran 1.09-1.12x the reference with
+  // them and 1.10-1.16x without (nine runs each), in 2.4 MiB less memory.
   Measure,
   On,
   Off,
