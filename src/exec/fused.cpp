@@ -2252,6 +2252,35 @@ std::vector<double> time_images(std::span<const Program> programs, double per_im
   return best;
 }
 
+// How one side of a measured choice is named: on its own where it is kept, and as what the kept
+// one was measured against.
+struct Side {
+  std::string kept, other;
+};
+
+// One measured choice between the program compiled so far (with `chosen`) and the same plan
+// compiled with `alternative`, both timed on whole images, interleaved: the alternative replaces
+// it where `alternative_wins(best current, best alternative)` and, with `no_more_memory`, it holds
+// no more activation memory (so that a peak measured without the choice, as plan_under_memory_limit
+// measures it, still bounds what runs). Appends "<kept> measured X ms per image against Y ms
+// <the other>" to `measured`.
+void measure_choice(Program& program, FusedOptions& chosen, const FusedOptions& alternative, const Graph& graph,
+                    const Plan& plan, double per_image, const std::function<bool(double, double)>& alternative_wins,
+                    bool no_more_memory, const Side& current, const Side& other, std::string& measured) {
+  std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, alternative)};
+  const std::vector<double> best = time_images(programs, per_image);
+  const bool switched = alternative_wins(best[0], best[1]) &&
+                        (!no_more_memory || programs[1]->memory_account().activation_peak_bytes() <=
+                                                programs[0]->memory_account().activation_peak_bytes());
+  const size_t kept = switched ? 1 : 0;
+  const std::string& name = switched ? other.kept : current.kept;
+  const std::string line = fmt::format("{}{}measured {:.2f} ms per image against {:.2f} ms {}", name, name.empty() ? "" : " ",
+                                       best[kept] * 1e3, best[1 - kept] * 1e3, switched ? current.other : other.other);
+  measured = measured.empty() ? line : fmt::format("{}; {}", measured, line);
+  program = std::move(programs[kept]);
+  if (switched) chosen = alternative;
+}
+
 // One image's time on the program's threads, from its calibration or, without one, one run.
 double image_seconds(exec::FusedProgram& program, int threads) {
   if (program.calibrated_seconds() > 0) return program.calibrated_seconds() / threads;
@@ -2280,21 +2309,16 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
                          options.layout == FusedLayout::Measure || options.filter_bands == FilterBands::Measure;
   const double per_image = measuring ? image_seconds(*program, threads) : 0.0;
   const bool timed = measuring && per_image <= kLongestMeasuredImage;
+  const auto faster = [](double current, double alternative) { return alternative < current; };
   // Bands first: they decide the band shapes every later choice is timed on. Without them the line
   // buffers hold fewer rows, so the memory bound of plan_under_memory_limit holds either way.
   if (timed && options.filter_bands == FilterBands::Measure && program->has_filter_bands(plan)) {
     FusedOptions rows = chosen;
     rows.filter_bands = FilterBands::Off;
-    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, rows)};
-    const std::vector<double> best = time_images(programs, per_image);
-    const bool rows_win = !(best[0] < kBandsMargin * best[1]) && programs[1]->memory_account().activation_peak_bytes() <=
-                                                                    programs[0]->memory_account().activation_peak_bytes();
-    const size_t kept = rows_win ? 1 : 0;
-    measured = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}",
-                           rows_win ? "one row per step for heavy filters" : "bands for heavy filters", best[kept] * 1e3,
-                           best[1 - kept] * 1e3, rows_win ? "with bands" : "with one row per step");
-    program = std::move(programs[kept]);
-    if (rows_win) chosen = rows;
+    measure_choice(program, chosen, rows, graph, plan, per_image,
+                   [](double bands, double one_row) { return !(bands < kBandsMargin * one_row); }, true,
+                   {"bands for heavy filters", "with bands"}, {"one row per step for heavy filters", "with one row per step"},
+                   measured);
   }
   // Layout next: it decides which convolutions the own row kernel could run. NHWC is kept only
   // where it holds no more activation memory than the blocked layout that plan_under_memory_limit
@@ -2302,16 +2326,8 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   if (timed && options.layout == FusedLayout::Measure && program->blocked_tensors() > 0) {
     FusedOptions nhwc = chosen;
     nhwc.layout = FusedLayout::Nhwc;
-    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, nhwc)};
-    const std::vector<double> best = time_images(programs, per_image);
-    const bool nhwc_wins = best[1] < best[0] && programs[1]->memory_account().activation_peak_bytes() <=
-                                                    programs[0]->memory_account().activation_peak_bytes();
-    const size_t kept = nhwc_wins ? 1 : 0;
-    const std::string layout = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms {}", nhwc_wins ? "NHWC" : "channel blocks",
-                                           best[kept] * 1e3, best[1 - kept] * 1e3, nhwc_wins ? "in channel blocks" : "in NHWC");
-    measured = measured.empty() ? layout : fmt::format("{}; {}", measured, layout);
-    program = std::move(programs[kept]);
-    if (nhwc_wins) chosen = nhwc;
+    measure_choice(program, chosen, nhwc, graph, plan, per_image, faster, true,
+                   {"channel blocks", "in channel blocks"}, {"NHWC", "in NHWC"}, measured);
   }
   if (timed && options.row_kernels == RowKernels::Measure && program->own_candidates() > program->own_convolutions()) {
     // A band timed alone can mislead: in a pipeline of many convolutions oneDNN's NHWC kernels ran
@@ -2319,15 +2335,9 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
     // 0.72 ms. So the own kernels wherever they apply are timed against that choice on whole images.
     FusedOptions own = chosen;
     own.row_kernels = RowKernels::Own;
-    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, own)};
-    const std::vector<double> best = time_images(programs, per_image);
-    const size_t kept = best[1] < best[0] ? 1 : 0;
     const std::string own_everywhere = "own row kernels wherever they apply", each_alone = "row kernels chosen per convolution timed alone";
-    const std::string kernels = fmt::format("{} measured {:.2f} ms per image against {:.2f} ms with {}", kept == 1 ? own_everywhere : each_alone,
-                                            best[kept] * 1e3, best[1 - kept] * 1e3, kept == 1 ? each_alone : own_everywhere);
-    measured = measured.empty() ? kernels : fmt::format("{}; {}", measured, kernels);
-    program = std::move(programs[kept]);
-    if (kept == 1) chosen = own;
+    measure_choice(program, chosen, own, graph, plan, per_image, faster, false, {each_alone, "with " + each_alone},
+                   {own_everywhere, "with " + own_everywhere}, measured);
   }
   // Kernels (the steps in order, oneDNN's kernels on all threads) is kept only where it is faster and
   // holds no more activation memory, so that a peak measured with the pipeline (plan_under_memory_limit)
@@ -2335,15 +2345,9 @@ std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, co
   if (timed && measure_sharing) {
     FusedOptions kernels = chosen;
     kernels.sharing = ThreadSharing::Kernels;
-    std::array<Program, 2> programs = {std::move(program), std::make_unique<exec::FusedProgram>(graph, plan, kernels)};
-    const std::vector<double> best = time_images(programs, programs[0]->calibrated_seconds() / threads);
-    const bool kernels_win = best[1] < kKernelsMargin * best[0] && programs[1]->memory_account().activation_peak_bytes() <=
-                                                      programs[0]->memory_account().activation_peak_bytes();
-    const size_t kept = kernels_win ? 1 : 0;
-    const std::string sharing = fmt::format("measured {:.2f} ms per image against {:.2f} ms {}", best[kept] * 1e3, best[1 - kept] * 1e3,
-                                            kernels_win ? "as a pipeline" : "with oneDNN's kernels on all threads");
-    measured = measured.empty() ? sharing : fmt::format("{}; {}", measured, sharing);
-    program = std::move(programs[kept]);
+    measure_choice(program, chosen, kernels, graph, plan, program->calibrated_seconds() / threads,
+                   [](double pipeline, double all_threads) { return all_threads < kKernelsMargin * pipeline; }, true,
+                   {"", "as a pipeline"}, {"", "with oneDNN's kernels on all threads"}, measured);
   }
   std::string description = measured.empty() ? program->describe() : fmt::format("{} ({})", program->describe(), measured);
   return std::make_unique<exec::ProgramExecutor<exec::FusedProgram>>(std::move(program), graph.source, std::move(description));
