@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <initializer_list>
 #include <numeric>
 #include <string_view>
+#include <utility>
 
 namespace occam::cli {
 
@@ -43,34 +45,13 @@ struct RunArgs {
   std::string filter_bands = "measure";
 };
 
-ActivationLayout parse_layout(const std::string& text) {
-  if (text == "measure") return ActivationLayout::Measure;
-  if (text == "any") return ActivationLayout::Any;
-  return ActivationLayout::Blocked;
-}
-
-ThreadSharing parse_sharing(const std::string& text) {
-  if (text == "pipeline") return ThreadSharing::Pipeline;
-  if (text == "kernels") return ThreadSharing::Kernels;
-  return ThreadSharing::Measure;
-}
-
-RowKernels parse_row_kernels(const std::string& text) {
-  if (text == "onednn") return RowKernels::OneDnn;
-  if (text == "own") return RowKernels::Own;
-  return RowKernels::Measure;
-}
-
-FusedLayout parse_fused_layout(const std::string& text) {
-  if (text == "blocked") return FusedLayout::Blocked;
-  if (text == "nhwc") return FusedLayout::Nhwc;
-  return FusedLayout::Measure;
-}
-
-FilterBands parse_filter_bands(const std::string& text) {
-  if (text == "on") return FilterBands::On;
-  if (text == "off") return FilterBands::Off;
-  return FilterBands::Measure;
+// The value a choice option's text names (CLI11 has checked that it is one of the names).
+template <class Enum>
+Enum named(const std::string& text, std::initializer_list<std::pair<std::string_view, Enum>> names) {
+  for (const auto& [name, value] : names) {
+    if (text == name) return value;
+  }
+  return names.begin()->second;
 }
 
 std::string bytes(int64_t value) { return format_bytes(static_cast<double>(value)); }
@@ -150,12 +131,18 @@ int run_model(const RunArgs& args) {
   const Shape& shape = graph.tensor(graph.inputs[0]).shape;
   const std::vector<HostTensor> inputs = {args.input.empty() ? random_input(shape) : load_image(args.input, shape)};
   FusedOptions fused_options{args.threads, args.band == "0" ? 0 : parse_bytes(args.band, "--band")};
-  fused_options.sharing = parse_sharing(args.sharing);
-  fused_options.row_kernels = parse_row_kernels(args.row_kernels);
-  fused_options.layout = parse_fused_layout(args.fused_layout);
-  fused_options.filter_bands = parse_filter_bands(args.filter_bands);
+  fused_options.sharing = named<ThreadSharing>(
+      args.sharing, {{"measure", ThreadSharing::Measure}, {"pipeline", ThreadSharing::Pipeline}, {"kernels", ThreadSharing::Kernels}});
+  fused_options.row_kernels =
+      named<RowKernels>(args.row_kernels, {{"measure", RowKernels::Measure}, {"onednn", RowKernels::OneDnn}, {"own", RowKernels::Own}});
+  fused_options.layout = named<FusedLayout>(
+      args.fused_layout, {{"measure", FusedLayout::Measure}, {"blocked", FusedLayout::Blocked}, {"nhwc", FusedLayout::Nhwc}});
+  fused_options.filter_bands =
+      named<FilterBands>(args.filter_bands, {{"measure", FilterBands::Measure}, {"on", FilterBands::On}, {"off", FilterBands::Off}});
   const ReferenceOptions reference_options{args.threads, args.winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct,
-                                           parse_layout(args.layout)};
+                                           named<ActivationLayout>(args.layout, {{"measure", ActivationLayout::Measure},
+                                                                                  {"any", ActivationLayout::Any},
+                                                                                  {"blocked", ActivationLayout::Blocked}})};
 
   std::unique_ptr<Executor> fused, reference;
   Plan plan;
