@@ -325,6 +325,7 @@ private:
   std::vector<WholeLayout> whole_layout_;  // per tensor
   struct PartitionState {
     OpId first = 0, last = 0;
+    bool streams_filters = false;  // the plan's Fallback::StreamWeights: filters beyond the capacity
     std::vector<TensorRole> roles;
     SpanSchedule schedule;
     std::vector<Place> places;
@@ -487,6 +488,7 @@ void FusedProgram::assign_roles(const Plan& plan) {
   for (size_t p = 0; p < plan.partitions.size(); ++p) {
     PartitionState state;
     state.first = plan.partitions[p].first_op;
+    state.streams_filters = plan.partitions[p].fallback == Fallback::StreamWeights;
     state.last = plan.partitions[p].last_op;
     state.roles = partition_roles(graph_, plan, boundaries_, p);
     const std::span<const int> bands(band_rows_.data() + state.first, static_cast<size_t>(state.last - state.first + 1));
@@ -2181,7 +2183,7 @@ void FusedProgram::run(std::span<const HostTensor> inputs, std::span<HostTensor>
 
 std::string FusedProgram::describe() const {
   // A partition of one-row tensors (a classifier) takes all its rows at once whatever the bands.
-  const auto whole = std::count_if(partitions_.begin(), partitions_.end(), [&](const PartitionState& state) {
+  const auto whole_steps = [&](const PartitionState& state) {
     bool rows = false;
     for (OpId o = state.first; o <= state.last; ++o) {
       const int64_t events = rows::event_count(graph_, graph_.op(o));
@@ -2189,15 +2191,23 @@ std::string FusedProgram::describe() const {
       rows = rows || events > 1;
     }
     return rows;
-  });
+  };
+  const auto fitting = std::count_if(partitions_.begin(), partitions_.end(),
+                                     [&](const PartitionState& state) { return !state.streams_filters && whole_steps(state); });
+  const auto streaming = std::count_if(partitions_.begin(), partitions_.end(),
+                                       [&](const PartitionState& state) { return state.streams_filters && whole_steps(state); });
+  const auto whole = fitting + streaming;
+  const std::string why = streaming == 0 ? std::string("they fit the capacity")
+                          : fitting == 0 ? std::string("their filters stream from memory once per image")
+                                         : fmt::format("{} fit the capacity, {} stream their filters from memory once per image", fitting, streaming);
   return fmt::format(
       "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked, {} whole "
       "channel-blocked), {} convolution/pooling band kernels{}{}{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s",
       whole == 0                ? std::string()
-      : partitions_.size() == 1 ? std::string(" (whole tensors per step: they fit the capacity)")
-                                : fmt::format(" ({} with whole tensors per step: they fit the capacity)", whole),
+      : partitions_.size() == 1 ? fmt::format(" (whole tensors per step: {})", why)
+                                : fmt::format(" ({} with whole tensors per step: {})", whole, why),
       steps_.size(),
       max_band_rows_ == 1 ? "one row per step" : fmt::format("up to {} rows per step", max_band_rows_),
       threads_ > 1         ? fmt::format("{}-thread pipeline (kernel time {})", threads_, split_summary_)

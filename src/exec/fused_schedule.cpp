@@ -324,9 +324,21 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     // What the executor allocates (a line buffer per tensor, more than the closure's peak of live
     // rows) and the filters must still fit the plan's capacity once banded.
     const int64_t room = part.fallback == Fallback::None ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes : 0;
-    if (room <= 0) continue;
     const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
     const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
+    if (part.fallback == Fallback::StreamWeights) {
+      // Filters that do not fit stream from memory once per step: the plan streams them once per
+      // image, over the whole input (a single op between boundaries held whole). Whole-tensor steps
+      // do that, and cost no line buffers where the op's tensors are held whole anyway.
+      std::vector<int> whole(span.size());
+      for (OpId o = part.first_op; o <= part.last_op; ++o) whole[static_cast<size_t>(o - part.first_op)] = events(o);
+      const auto rings = [&](std::span<const int> b) {
+        return schedule_span(analysis, part.first_op, part.last_op, b, roles).packed_rings(graph, page_bytes()).bytes;
+      };
+      if (rings(whole) <= rings(span)) std::copy(whole.begin(), whole.end(), span.begin());
+      continue;
+    }
+    if (room <= 0) continue;
     // Uniform bands, the largest that fits: whole tensors, then, where every row is small, 512, 256
     // or 128 KiB a step.
     int64_t widest_row = 0;

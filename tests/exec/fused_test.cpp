@@ -716,6 +716,33 @@ TEST(Fused, FilterBandsOnOrOffGiveTheSameNumbers) {
   }
 }
 
+// A convolution whose filters exceed the plan's capacity streams them from memory; the plan counts
+// them once per image, which one step over all its rows does (a step per row read them once per
+// row). Its tensors are boundaries held whole, so the step costs no line buffers.
+TEST(Fused, FiltersBeyondTheCapacityStreamOncePerImage) {
+  const auto [graph, plan, inputs, expected] = planned_net("resnet18", 96, 4 * kMiB);
+  const Analysis analysis(graph, execution_analysis_options());
+  const std::vector<int> bands = exec::step_bands(analysis, plan, 0);
+  int streaming = 0;
+  for (const Partition& part : plan.partitions) {
+    if (part.fallback != Fallback::StreamWeights) continue;
+    ++streaming;
+    for (OpId o = part.first_op; o <= part.last_op; ++o) {
+      EXPECT_EQ(bands[static_cast<size_t>(o)], rows::event_count(graph, graph.op(o))) << graph.op(o).name;
+    }
+  }
+  ASSERT_GT(streaming, 0) << "resnet18's 3x3 convolutions of 512 channels (9 MiB of filters) do not fit 4 MiB";
+  for (const int threads : {1, 2}) {
+    FusedOptions options = sharing_options(threads, ThreadSharing::Pipeline);
+    const auto automatic = compile_fused(graph, plan, options);
+    options.band_bytes = 1;
+    const auto rows = compile_fused(graph, plan, options);
+    EXPECT_LT(described_steps(*automatic), described_steps(*rows));
+    EXPECT_NE(automatic->describe().find("stream their filters from memory once per image"), std::string::npos) << automatic->describe();
+    EXPECT_LE(worst_error(automatic->run(inputs), expected), kTolerance) << threads << " threads: " << automatic->describe();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Zoo, FusedZoo,
     ::testing::Values(ZooCase{"alexnet", 224, 224, 0}, ZooCase{"vgg16", 224, 224, 0}, ZooCase{"resnet18", 224, 224, 0},
