@@ -375,7 +375,9 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     if (candidates.empty()) continue;
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
-    const auto ring_bytes = [&] { return schedule_span(analysis, part.first_op, part.last_op, span, roles).ring_bytes(); };
+    const auto ring_bytes = [&] {
+      return schedule_span(analysis, part.first_op, part.last_op, span, roles).packed_rings(graph, page_bytes()).bytes;
+    };
     if (ring_bytes() >= room) continue;
     std::vector<int> conv_bands(span.size(), 1);
     const auto settle = [&] {

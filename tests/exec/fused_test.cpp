@@ -764,8 +764,11 @@ TEST(FusedZoo, BatchesStreamImageByImage) {
   const auto expected = compile_reference(graph, {0, ConvAlgorithm::Direct, ActivationLayout::Blocked})->run(inputs);
   const Plan plan = plan_for_execution(graph, kMiB);
   ASSERT_GT(plan.partitions.size(), 1u);
-  FusedOptions options;  // one way of sharing for both, which a measured choice would not promise
+  // One way of sharing, of banding and of laying out for both, which measured choices would not promise.
+  FusedOptions options;
   options.sharing = ThreadSharing::Pipeline;
+  options.filter_bands = FilterBands::On;
+  options.layout = FusedLayout::Blocked;
   const auto fused = compile_fused(graph, plan, options);
   EXPECT_LE(worst_error(fused->run(inputs), expected), kTolerance);
   // Boundaries hold one image, not the batch: the peak is that of a batch of one.
@@ -973,9 +976,13 @@ TEST(Fused, RejectsPlansThatDoNotFitTheModelOrTheMachine) {
 
 TEST(Fused, MemoryLimitPicksAFittingPlanOrNamesTheSmallestPeak) {
   const Graph graph = zoo("mobilenet_v2", 128, 128);
-  // Peaks under a limit are measured as a pipeline, which bounds a measured choice of sharing.
+  // Peaks under a limit are measured as a pipeline, blocked, with the filter bands and oneDNN's
+  // kernels, which bounds what the measured choices keep.
   FusedOptions pipeline;
   pipeline.sharing = ThreadSharing::Pipeline;
+  pipeline.row_kernels = RowKernels::OneDnn;
+  pipeline.layout = FusedLayout::Blocked;
+  pipeline.filter_bands = FilterBands::On;
   const int64_t one_partition = compile_fused(graph, single_partition_plan(graph), pipeline)->memory().activation_peak_bytes();
   // Generous: the least-traffic plan, one partition.
   const MemoryLimitedPlan generous = plan_under_memory_limit(graph, 64 * kMiB);
