@@ -326,16 +326,17 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     const int64_t room = part.fallback == Fallback::None ? plan.capacity_bytes - part.filter_bytes - part.stream_buffer_bytes : 0;
     const std::vector<TensorRole> roles = partition_roles(graph, plan, boundaries, p);
     const std::span<int> span(bands.data() + part.first_op, static_cast<size_t>(part.last_op - part.first_op + 1));
+    // The line buffers under `banded`, packed by lifetime as the executor allocates them.
+    const auto packed_rings = [&](std::span<const int> banded) {
+      return schedule_span(analysis, part.first_op, part.last_op, banded, roles).packed_rings(graph, page_bytes()).bytes;
+    };
     if (part.fallback == Fallback::StreamWeights) {
       // Filters that do not fit stream from memory once per step: the plan streams them once per
       // image, over the whole input (a single op between boundaries held whole). Whole-tensor steps
       // do that, and cost no line buffers where the op's tensors are held whole anyway.
       std::vector<int> whole(span.size());
       for (OpId o = part.first_op; o <= part.last_op; ++o) whole[static_cast<size_t>(o - part.first_op)] = events(o);
-      const auto rings = [&](std::span<const int> b) {
-        return schedule_span(analysis, part.first_op, part.last_op, b, roles).packed_rings(graph, page_bytes()).bytes;
-      };
-      if (rings(whole) <= rings(span)) std::copy(whole.begin(), whole.end(), span.begin());
+      if (packed_rings(whole) <= packed_rings(span)) std::copy(whole.begin(), whole.end(), span.begin());
       continue;
     }
     if (room <= 0) continue;
@@ -352,7 +353,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
         banded[static_cast<size_t>(o - part.first_op)] =
             static_cast<int>(std::clamp<int64_t>(step_bytes / event_bytes(analysis, graph.op(o)), 1, events(o)));
       }
-      if (schedule_span(analysis, part.first_op, part.last_op, banded, roles).packed_rings(graph, page_bytes()).bytes <= room) {
+      if (packed_rings(banded) <= room) {
         std::copy(banded.begin(), banded.end(), span.begin());
         uniform = true;
         break;
@@ -375,9 +376,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     if (candidates.empty()) continue;
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
-    const auto ring_bytes = [&] {
-      return schedule_span(analysis, part.first_op, part.last_op, span, roles).packed_rings(graph, page_bytes()).bytes;
-    };
+    const auto ring_bytes = [&] { return packed_rings(span); };
     if (ring_bytes() >= room) continue;
     std::vector<int> conv_bands(span.size(), 1);
     const auto settle = [&] {
