@@ -232,9 +232,9 @@ enum class FusedLayout : uint8_t {
 };
 
 // Whether convolutions whose filters are large beside their output rows run several rows per step
-// (step_bands: filter bytes at most 8x a step's output bytes, within the plan's capacity), so that
-// their filters are read from memory less often, or one row per step like the rest of a streaming
-// partition (whole-tensor and uniform bands are not affected).
+// (step_bands: the whole tensor, else filter bytes at most 8x a step's output bytes, within the
+// plan's capacity), so that their filters are read from memory less often, or one row per step like
+// the rest of a streaming partition (whole-tensor and uniform bands are not affected).
 enum class FilterBands : uint8_t {
   // Compile both, time an image with each (interleaved) and keep one row per step unless the bands
   // measure 3% faster (one row per step holds less memory and moves less main-memory traffic),

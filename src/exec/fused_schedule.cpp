@@ -393,9 +393,15 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
       }
     };
     for (const Candidate& c : candidates) {
-      conv_bands[static_cast<size_t>(c.op - part.first_op)] = c.rows;
+      // Its whole tensor where that fits (its filters read once per image, the fewest steps), else
+      // the band, else one row.
+      int& band = conv_bands[static_cast<size_t>(c.op - part.first_op)];
+      band = static_cast<int>(events(c.op));
       settle();
-      if (ring_bytes() > room) conv_bands[static_cast<size_t>(c.op - part.first_op)] = 1;
+      if (ring_bytes() <= room) continue;
+      band = c.rows;
+      settle();
+      if (ring_bytes() > room) band = 1;
     }
     settle();  // the last candidate may have been taken back
   }

@@ -271,13 +271,24 @@ TEST(FusedSchedule, AutomaticBandsAmortiseLargeFiltersWithinThePlansSpareCapacit
   EXPECT_EQ(bands[static_cast<size_t>(last_conv)], 7);
   // At 4 MiB whole tensors fit only the later partitions; the earlier ones still band the
   // convolutions whose filters are large beside their rows, without holding whole tensors.
-  const std::vector<int> partly = exec::step_bands(analysis, plan_for_execution(graph, int64_t{4} << 20), 0);
-  bool amortised = false;
-  for (OpId o = 0; o < analysis.op_count(); ++o) {
-    const int band = partly[static_cast<size_t>(o)];
-    amortised = amortised || (band > 1 && band < rows::event_count(graph, graph.op(o)));
+  // A convolution whose whole tensor fits beside the partition's line buffers takes it, though the
+  // partition's other ops stream rows (densenet121 at 224: 0.96 -> 0.99x the reference).
+  const Plan small = plan_for_execution(graph, int64_t{4} << 20);
+  const std::vector<int> partly = exec::step_bands(analysis, small, 0);
+  bool amortised = false, whole_among_rows = false;
+  for (const Partition& part : small.partitions) {
+    bool streams = false, whole_conv = false;
+    for (OpId o = part.first_op; o <= part.last_op; ++o) {
+      const int band = partly[static_cast<size_t>(o)];
+      const int64_t events = rows::event_count(graph, graph.op(o));
+      amortised = amortised || (band > 1 && band < events);
+      streams = streams || band < events;
+      whole_conv = whole_conv || (graph.op(o).kind == OpKind::Conv && events > 1 && band == events);
+    }
+    whole_among_rows = whole_among_rows || (streams && whole_conv);
   }
   EXPECT_TRUE(amortised);
+  EXPECT_TRUE(whole_among_rows);
 }
 
 // ---------------------------------------------------------------------------------------------
