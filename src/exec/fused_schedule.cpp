@@ -376,8 +376,7 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
     }
     if (candidates.empty()) continue;
     std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) { return a.ratio > b.ratio; });
-    const auto ring_bytes = [&] { return packed_rings(span); };
-    if (ring_bytes() >= room) continue;
+    if (packed_rings(span) >= room) continue;
     std::vector<int> conv_bands(span.size(), 1);
     const auto settle = [&] {
       for (OpId o = part.first_op; o <= part.last_op; ++o) {
@@ -396,12 +395,12 @@ std::vector<int> step_bands(const Analysis& analysis, const Plan& plan, int64_t 
       // Its whole tensor where that fits (its filters read once per image, the fewest steps), else
       // the band, else one row.
       int& band = conv_bands[static_cast<size_t>(c.op - part.first_op)];
-      band = static_cast<int>(events(c.op));
-      settle();
-      if (ring_bytes() <= room) continue;
-      band = c.rows;
-      settle();
-      if (ring_bytes() > room) band = 1;
+      for (const int rows : {static_cast<int>(events(c.op)), c.rows}) {
+        band = rows;
+        settle();
+        if (packed_rings(span) <= room) break;
+        band = 1;
+      }
     }
     settle();  // the last candidate may have been taken back
   }
