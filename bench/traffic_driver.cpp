@@ -25,7 +25,6 @@
 #include "occam/plan.hpp"
 
 #include <fmt/core.h>
-#include <unistd.h>
 
 #if __has_include(<valgrind/callgrind.h>)
 #include <valgrind/callgrind.h>
@@ -43,12 +42,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
-#include <set>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <vector>
 
 namespace {
@@ -116,47 +112,6 @@ double checksum(const occam::HostTensor& t) {
   double sum = 0;
   for (float v : t.values) sum += std::fabs(static_cast<double>(v));
   return sum;
-}
-
-// What a virtually tagged cache simulator sees of the executor's memory files: the pages touched
-// through each mapping. A line buffer's page range is mapped twice back to back (same file offset
-// and size); a page table entry exists only for a page accessed through that very mapping, so the
-// present pages of the second mappings are the window overhang that callgrind counts as lines of
-// their own, although they are the same memory as the first mappings' (a physically tagged cache
-// sees them once).
-struct MappedPages {
-  int64_t first_bytes = 0;   // first (or only) mappings: the memory itself
-  int64_t second_bytes = 0;  // second mappings of a range: seen again only by a virtual tag
-};
-
-MappedPages touched_memory_file_pages() {
-  MappedPages pages;
-  std::FILE* maps = std::fopen("/proc/self/maps", "r");
-  std::FILE* pagemap = std::fopen("/proc/self/pagemap", "rb");
-  if (maps != nullptr && pagemap != nullptr) {
-    const auto page = static_cast<unsigned long long>(sysconf(_SC_PAGESIZE));
-    std::set<std::tuple<unsigned long, unsigned long long, unsigned long long>> mapped;  // inode, offset, size
-    char line[4096];
-    while (std::fgets(line, sizeof line, maps) != nullptr) {
-      unsigned long long lo = 0, hi = 0, offset = 0;
-      unsigned long inode = 0;
-      char perms[8] = {}, device[32] = {};
-      if (std::sscanf(line, "%llx-%llx %7s %llx %31s %lu", &lo, &hi, perms, &offset, device, &inode) != 6) continue;
-      if (std::strstr(line, "/memfd:") == nullptr) continue;
-      const bool second = !mapped.insert({inode, offset, hi - lo}).second;
-      unsigned long long present = 0;
-      for (unsigned long long at = lo; at < hi; at += page) {
-        uint64_t entry = 0;
-        if (std::fseek(pagemap, static_cast<long>(at / page * sizeof entry), SEEK_SET) != 0) break;
-        if (std::fread(&entry, sizeof entry, 1, pagemap) != 1) break;
-        if ((entry >> 63) & 1U) present += page;
-      }
-      (second ? pages.second_bytes : pages.first_bytes) += static_cast<int64_t>(present);
-    }
-  }
-  if (maps != nullptr) std::fclose(maps);
-  if (pagemap != nullptr) std::fclose(pagemap);
-  return pages;
 }
 
 int run(const Args& args) {
@@ -228,7 +183,7 @@ int run(const Args& args) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   CALLGRIND_STOP_INSTRUMENTATION;
-  const MappedPages pages = touched_memory_file_pages();
+  const occam::MappedPages pages = occam::touched_line_buffer_pages();
   fmt::print("touched_line_buffer_bytes={}\ntouched_second_copy_bytes={}\n", pages.first_bytes, pages.second_bytes);
 
   for (int i = 0; i < args.images; ++i) {

@@ -289,6 +289,12 @@ struct FusedOptions {
   RowKernels row_kernels = RowKernels::Measure;
   FusedLayout layout = FusedLayout::Measure;
   FilterBands filter_bands = FilterBands::Measure;
+  // A depthwise convolution's window over a line buffer of exactly its kernel's rows (one output row
+  // per step) is read from the buffer's start with the kernel rows rotated where it runs past the
+  // end, instead of through the buffer's second mapping: the same bytes and work on the CPU, but
+  // less footprint to a cache simulator that tags lines by virtual address (bench/traffic.sh), for a
+  // copy of the depthwise weights per rotation. false: every window reads the second mapping.
+  bool rotate_wrapping_windows = true;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of
@@ -301,6 +307,19 @@ struct FusedOptions {
 // kernels on rows. Images of a batch stream one after another. The plan must have been made for
 // `graph` with 4-byte elements at row granularity (plan_for_execution).
 std::unique_ptr<Executor> compile_fused(const Graph& graph, const Plan& plan, const FusedOptions& options = {});
+
+// What a cache simulator that tags lines by virtual address (valgrind's) sees of the fused
+// executors' line buffers and boundaries in this process: the pages touched so far through each
+// mapping of their memory files. A line buffer's pages are mapped twice, back to back; a page table
+// entry exists only for a page accessed through that very mapping, so the present pages of the
+// second mappings are what windows read past a buffer's end, the same memory as the first
+// mappings' (a physically tagged cache holds it once) but lines of their own to such a simulator.
+// Read from Linux's /proc/self/maps and /proc/self/pagemap; zeros where those cannot be read.
+struct MappedPages {
+  int64_t first_bytes = 0;   // first (or only) mappings: the memory itself
+  int64_t second_bytes = 0;  // second mappings of a range: seen again only by a virtual tag
+};
+MappedPages touched_line_buffer_pages();
 
 // Planning for execution on this CPU: 4-byte elements, row granularity.
 AnalysisOptions execution_analysis_options();

@@ -168,6 +168,13 @@ struct PrimitiveCall {
   int kernel = -1;
 };
 
+// Where a line buffer's first mapping lies, for kernels that must not read past it; set by
+// lay_out_memory (the buffers move when the pipeline rows are added).
+struct RingSpan {
+  const char* begin = nullptr;
+  int64_t bytes = 0;
+};
+
 int64_t row_floats(const Shape& s) { return s.w * s.c; }
 
 void activate(float* x, int64_t n, const Activation& a) {
@@ -302,6 +309,8 @@ private:
   int64_t ring_rows_limit(TensorId t) const;
   int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
   int own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t);
+  bool rotates_wrapping_windows(OpId id, const Descs& d, int64_t count) const;
+  int rotating_kernel(OpId id, int whole, int64_t in_rows, int64_t pad_t);
   std::optional<RowConvShape> own_row_shape(const Op& op, const Descs& d, int64_t in_rows, int64_t count) const;
   bool own_band_faster(const RowConvShape& shape, const OwnBand& band, const dnnl::convolution_forward::primitive_desc& pd);
   int host_kernel(OpId id);
@@ -356,7 +365,9 @@ private:
   std::map<std::tuple<OpId, int64_t, int64_t, int64_t, int64_t, int32_t>, int> window_kernels_;
   std::map<OpId, int> host_kernels_;
   std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
-  std::map<int, int> wrapped_;  // kernel -> the primitive kernel it runs: the same thread's scratchpad
+  std::multimap<int, int> wrapped_;  // kernel -> the primitive kernels it runs: the same thread's scratchpad
+  // Per partition and tensor: the line buffer's first mapping, for windows split at its end.
+  std::map<std::pair<int, TensorId>, std::unique_ptr<RingSpan>> ring_spans_;
   std::map<OpId, std::shared_ptr<const RowConv>> own_convs_;  // convolutions on occam's own row kernel
   std::set<OpId> own_candidates_;
   std::map<OpId, bool> own_chosen_;               // measured: whether the op runs on its own row kernel
@@ -833,6 +844,9 @@ void FusedProgram::lay_out_memory() {
       place.base = rings_.back().data();
       place.ring_bytes = size;
       place.block_offset = packed[p].offsets[k];
+      if (const auto span = ring_spans_.find({static_cast<int>(p), b.tensor}); span != ring_spans_.end()) {
+        *span->second = {place.base, place.ring_bytes};
+      }
       ++line_buffers_;
     }
     for (TensorId t = 0; t < static_cast<TensorId>(graph_.tensors.size()); ++t) {
@@ -1252,6 +1266,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
           fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");
         }
         kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
+        if (rotates_wrapping_windows(id, d, count)) kernel = rotating_kernel(id, kernel, in_rows, pad_t);
       }
       if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, share, kernel, dst, d.rows);
     } else {
@@ -1270,6 +1285,75 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   }
   window_kernels_.emplace(key, kernel);
   return kernel;
+}
+
+// A window of a line buffer of exactly its kernel's rows runs past the buffer's end in all but one
+// position, and then reads its last rows through the buffer's second mapping (ring.hpp): the same
+// memory to the CPU, whose caches are tagged by physical address, but lines of their own to a cache
+// tagged by virtual address, such as valgrind's (bench/traffic.sh): mobilenet_v2 1024's 3-row
+// windows of its expanded tensors made the executor look 4.32 MiB larger to it than it is. Such a
+// window is also the whole buffer in another order: buffer row s holds the window's row (s - r) mod
+// K, r the buffer row the window starts at. So it runs as the same convolution over the buffer from
+// its start, with the kernel's rows rotated by r (and rows of zeros for buffer rows outside a window
+// clipped at the image's edge): one call, as before, on a copy of the weights per rotation, which
+// for a depthwise convolution (9 floats per channel) is small. Where the pipeline gave the buffer
+// more rows than the kernel, the window reads the second mapping as before.
+bool FusedProgram::rotates_wrapping_windows(OpId id, const Descs& d, int64_t count) const {
+  const Op& op = graph_.op(id);
+  const TensorId t = op.inputs[0];
+  const TensorRole role = partitions_[static_cast<size_t>(partition_of_[static_cast<size_t>(id)])].roles[static_cast<size_t>(t)];
+  return options_.rotate_wrapping_windows && count == 1 && op.window.kernel_h > 1 && d.dst == d.rows && op.groups > 1 &&
+         op.groups == graph_.tensor(t).shape.c && op.window.dilation_h == 1 && !row_blocked_[static_cast<size_t>(t)] &&
+         role != TensorRole::Whole && role != TensorRole::None;
+}
+
+// The window kernel `whole` of convolution `id` over `in_rows` input rows, its kernel rows from
+// `pad_t`, run over the whole line buffer with rotated kernel rows where the window wraps in a
+// buffer of its kernel's rows. Operands: as `whole`'s.
+int FusedProgram::rotating_kernel(OpId id, int whole, int64_t in_rows, int64_t pad_t) {
+  const Op& op = graph_.op(id);
+  const Shape& in = graph_.input_of(op).shape;
+  const Shape& out = graph_.output_of(op).shape;
+  const int64_t kh = op.window.kernel_h, kw = op.window.kernel_w;
+  const auto key = std::make_pair(partition_of_[static_cast<size_t>(id)], op.inputs[0]);
+  auto span = ring_spans_.find(key);
+  if (span == ring_spans_.end()) span = ring_spans_.emplace(key, std::make_unique<RingSpan>()).first;
+  const Descs d = window_descs(op, kh, 1, 0, 0);
+  const dnnl::convolution_forward::primitive_desc pd = band_convolution(id, d, kh);
+  const ConvGroups& groups = conv_groups_[static_cast<size_t>(id)];
+  const std::vector<float> merged = merged_group_weights(op, groups, in.c, out.c);  // empty: the graph's own
+  const float* graph_weights = merged.empty() ? op.weight->data() : merged.data();
+  const int64_t filters = static_cast<int64_t>(merged.empty() ? op.weight->size() : merged.size()) / (kh * kw);
+  const memory::desc user(conv_weight_dims(groups, in.c, out.c, kh, kw), DataType::f32, groups.groups > 1 ? Tag::goihw : Tag::oihw);
+  std::vector<int> rotated(static_cast<size_t>(kh), whole);  // by the buffer row the window starts at
+  for (int64_t r = kh - in_rows + 1; r < kh; ++r) {  // the starts at which the window wraps
+    std::vector<float> weights_r(static_cast<size_t>(filters * kh * kw), 0.0f);
+    for (int64_t f = 0; f < filters; ++f) {
+      for (int64_t i = 0; i < in_rows; ++i) {  // window row i lies in buffer row (r + i) mod kh
+        std::copy_n(graph_weights + (f * kh + pad_t + i) * kw, kw, weights_r.begin() + (f * kh + (r + i) % kh) * kw);
+      }
+    }
+    std::unordered_map<int, memory> fixed;
+    fixed[DNNL_ARG_WEIGHTS] = weights(id, user, weights_r.data(), pd.weights_desc(),
+                                      fmt::format("{} weights (kernel rows {}..{} from buffer row {})", op.name, pad_t, pad_t + in_rows - 1, r));
+    if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");
+    rotated[static_cast<size_t>(r)] = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, d.src, d.dst, std::move(fixed));
+  }
+  const int64_t row_bytes = row_floats(in) * static_cast<int64_t>(sizeof(float));
+  const int outer = add_kernel([this, rotated, ring = span->second.get(), row_bytes, kh](int64_t first, int64_t count, float* const* operands) {
+    const int64_t start = (reinterpret_cast<const char*>(operands[0]) - ring->begin) / row_bytes;
+    const int kernel = rotated[static_cast<size_t>(std::min(start, kh - 1))];
+    if (kernel == rotated[0] || ring->bytes != kh * row_bytes) {  // no wrap, or pipeline rows: the second mapping
+      kernels_[static_cast<size_t>(rotated[0])](first, count, operands);
+      return;
+    }
+    float* const from_start[2] = {reinterpret_cast<float*>(const_cast<char*>(ring->begin)), operands[1]};
+    kernels_[static_cast<size_t>(kernel)](first, count, from_start);
+  });
+  for (size_t r = 0; r < rotated.size(); ++r) {
+    if (r == 0 || rotated[r] != whole) wrapped_.emplace(outer, rotated[r]);
+  }
+  return outer;
 }
 
 // Elementwise binary op with broadcasting: a broadcast operand has stride 0 along its size-1 axes.
@@ -2268,7 +2352,7 @@ std::string FusedProgram::describe() const {
                                          : fmt::format("{} fit the capacity, {} stream their filters from memory once per image", fitting, streaming);
   return fmt::format(
       "fused row-streaming, oneDNN {}.{}.{}: {} partition{}{}, {} steps ({}), {}, {} line buffers ({} row-blocked, {} whole "
-      "channel-blocked), {} convolution/pooling band kernels{}{}{}",
+      "channel-blocked), {} convolution/pooling band kernels{}{}{}{}",
       DNNL_VERSION_MAJOR, DNNL_VERSION_MINOR, DNNL_VERSION_PATCH, partitions_.size(),
       partitions_.size() == 1 ? "" : "s",
       whole == 0                ? std::string()
@@ -2287,7 +2371,9 @@ std::string FusedProgram::describe() const {
       primitives_, reference_primitives_ > 0 ? fmt::format(" ({} on oneDNN's reference C code)", reference_primitives_) : "",
       merged_groups_summary(std::count_if(conv_groups_.begin(), conv_groups_.end(), [](const ConvGroups& g) { return g.merged > 1; })),
       own_convs_.empty() ? std::string()
-                         : fmt::format(", {} convolution{} on occam's own AVX2 row kernel", own_convs_.size(), own_convs_.size() == 1 ? "" : "s"));
+                         : fmt::format(", {} convolution{} on occam's own AVX2 row kernel", own_convs_.size(), own_convs_.size() == 1 ? "" : "s"),
+      ring_spans_.empty() ? std::string()
+                          : fmt::format(", windows past the end of {} line buffer{} read with rotated kernel rows", ring_spans_.size(), ring_spans_.size() == 1 ? "" : "s"));
 }
 
 }  // namespace

@@ -1,12 +1,16 @@
 #include "exec/ring.hpp"
 
 #include "occam/error.hpp"
+#include "occam/exec.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <set>
+#include <tuple>
 #include <utility>
 
 namespace occam::exec {
@@ -56,3 +60,37 @@ void MirroredRange::unmap() {
 }
 
 }  // namespace occam::exec
+
+namespace occam {
+
+MappedPages touched_line_buffer_pages() {
+  MappedPages pages;
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  std::FILE* pagemap = std::fopen("/proc/self/pagemap", "rb");
+  if (maps != nullptr && pagemap != nullptr) {
+    const auto page = static_cast<unsigned long long>(exec::page_bytes());
+    std::set<std::tuple<unsigned long, unsigned long long, unsigned long long>> mapped;  // inode, offset, size
+    char line[4096];
+    while (std::fgets(line, sizeof line, maps) != nullptr) {
+      unsigned long long lo = 0, hi = 0, offset = 0;
+      unsigned long inode = 0;
+      char perms[8] = {}, device[32] = {};
+      if (std::sscanf(line, "%llx-%llx %7s %llx %31s %lu", &lo, &hi, perms, &offset, device, &inode) != 6) continue;
+      if (std::strstr(line, "/memfd:") == nullptr) continue;
+      const bool second = !mapped.insert({inode, offset, hi - lo}).second;
+      unsigned long long present = 0;
+      for (unsigned long long at = lo; at < hi; at += page) {
+        uint64_t entry = 0;
+        if (std::fseek(pagemap, static_cast<long>(at / page * sizeof entry), SEEK_SET) != 0) break;
+        if (std::fread(&entry, sizeof entry, 1, pagemap) != 1) break;
+        if ((entry >> 63) & 1U) present += page;
+      }
+      (second ? pages.second_bytes : pages.first_bytes) += static_cast<int64_t>(present);
+    }
+  }
+  if (maps != nullptr) std::fclose(maps);
+  if (pagemap != nullptr) std::fclose(pagemap);
+  return pages;
+}
+
+}  // namespace occam

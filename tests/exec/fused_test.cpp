@@ -735,6 +735,33 @@ TEST(Fused, FilterBandsOnOrOffGiveTheSameNumbers) {
   }
 }
 
+// mobilenet_v2's depthwise 3x3 windows over its expanded tensors' 3-row line buffers wrap in 2 of
+// 3 positions (one row per step at 512x512, where most rows are whole pages).
+// Rotated kernel rows read them from the buffer's start: the reference's numbers, on one thread and
+// two, and on one thread fewer pages touched through the buffers' second mappings than when every
+// window reads one band (what a virtually tagged cache simulator would count twice).
+TEST(Fused, WrappingDepthwiseWindowsReadTheirBufferInPlaceWithRotatedKernelRows) {
+  const PlannedNet net = planned_net("mobilenet_v2", 512, 32 * kMiB);
+  const auto second_mapping_bytes = [&](const FusedOptions& options) {
+    const auto fused = compile_fused(net.graph, net.plan, options);  // the only executor alive: the pages are its
+    EXPECT_LE(worst_error(fused->run(net.inputs), net.expected), kTolerance) << fused->describe();
+    const bool rotates = fused->describe().find("rotated kernel rows") != std::string::npos;
+    EXPECT_EQ(rotates, options.rotate_wrapping_windows) << fused->describe();
+    return touched_line_buffer_pages().second_bytes;
+  };
+  for (const int threads : {1, 2}) {
+    FusedOptions options = sharing_options(threads, ThreadSharing::Pipeline);
+    options.band_bytes = 1;
+    const int64_t rotated = second_mapping_bytes(options);
+    options.rotate_wrapping_windows = false;
+    const int64_t banded = second_mapping_bytes(options);
+    if (threads == 1) {
+      EXPECT_GT(banded, 0);
+      EXPECT_LT(rotated, banded / 2) << rotated << " bytes of second mappings touched against " << banded;
+    }
+  }
+}
+
 // A convolution whose filters exceed the plan's capacity streams them from memory; the plan counts
 // them once per image, which one step over all its rows does (a step per row read them once per
 // row). Its tensors are boundaries held whole, so the step costs no line buffers.

@@ -24,8 +24,11 @@ using testing::worst_relative_error;
 // A stage's executor may run its partition with other kernels than the one-process executor does
 // (a stage's boundary tensors are caller tensors in NCHW, where the whole reference executor keeps
 // them channel-blocked; fused stages run NHWC throughout, as StageOptions says, and agree), so sums
-// are rounded in another order; the stages run in sequence must match exactly.
-constexpr double kTolerance = 1e-5;
+// are rounded in another order; the stages run in sequence must match exactly. A fused executor's
+// depthwise window that wraps in a line buffer of exactly its rows sums its kernel rows in the
+// buffer's order (FusedOptions::rotate_wrapping_windows), which depends on the buffers' sizes, and
+// those differ between a stage and the whole graph: mobilenet_v2 64x64's by 1.7e-5 so.
+constexpr double kTolerance = 1e-4;
 
 // Wraps a stage's executor to observe or disturb each run.
 class Instrumented final : public Executor {
@@ -49,10 +52,20 @@ private:
   std::function<void()> before_, after_;
 };
 
+// One copy of the stage's filters per replica, and for a fused stage's depthwise convolutions a
+// copy per rotation of their kernel rows (FusedOptions::rotate_wrapping_windows: for a 3x3 kernel
+// two for the middle windows and one for each edge).
 void expect_weights_are_partition_filters(const ThreadPipeline& pipeline, const PipelineRun& run) {
   for (const ReplicaReport& r : run.replicas) {
-    const int64_t filters = pipeline.layout().stages[static_cast<size_t>(r.stage)].filter_bytes;
-    EXPECT_NEAR(static_cast<double>(r.weight_bytes), static_cast<double>(filters), 0.05 * static_cast<double>(filters))
+    const StageRoute& stage = pipeline.layout().stages[static_cast<size_t>(r.stage)];
+    int64_t depthwise = 0;
+    for (const Op& op : stage.graph.ops) {
+      const bool rotates = op.kind == OpKind::Conv && op.groups > 1 && op.groups == stage.graph.input_of(op).shape.c && op.window.kernel_h > 1;
+      if (rotates) depthwise += static_cast<int64_t>(op.weight->size() * sizeof(float)) * 2 * (op.window.kernel_h - 1);
+    }
+    const auto filters = static_cast<double>(stage.filter_bytes);
+    EXPECT_GE(static_cast<double>(r.weight_bytes), 0.95 * filters) << "stage " << r.stage << " replica " << r.replica;
+    EXPECT_LE(static_cast<double>(r.weight_bytes), 1.05 * filters + static_cast<double>(depthwise))
         << "stage " << r.stage << " replica " << r.replica;
   }
 }
