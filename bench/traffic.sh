@@ -63,7 +63,10 @@
 # the driver reads /proc/self/pagemap for the pages touched through each mapping of its memory files
 # (a page table entry exists only for a page accessed through that mapping): the first mappings'
 # pages are the line buffers and boundaries as a CPU holds them, the second mappings' the extra
-# footprint that only the simulator sees.
+# footprint that only the simulator sees. Depthwise windows over buffers of exactly their kernel's
+# rows (mobilenet_v2's expanded tensors) read the buffer from its start with rotated kernel rows
+# instead (FusedOptions::rotate_wrapping_windows), so that the second mappings stay nearly untouched
+# (mobilenet_v2 1024: 0.04 MiB, against 4.32 MiB before the rotation).
 #
 # What is predicted, per image, at 4-byte elements:
 #   fused, plan      the plan's traffic_bytes: each partition's boundary inputs read once and outputs
