@@ -366,7 +366,7 @@ private:
   std::map<OpId, int> host_kernels_;
   std::map<std::pair<OpId, int32_t>, int> whole_kernels_;
   std::multimap<int, int> wrapped_;  // kernel -> the primitive kernels it runs: the same thread's scratchpad
-  // Per partition and tensor: the line buffer's first mapping, for windows split at its end.
+  // Per partition and tensor: the line buffer's first mapping, for windows read with rotated kernel rows.
   std::map<std::pair<int, TensorId>, std::unique_ptr<RingSpan>> ring_spans_;
   std::map<OpId, std::shared_ptr<const RowConv>> own_convs_;  // convolutions on occam's own row kernel
   std::set<OpId> own_candidates_;
