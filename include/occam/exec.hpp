@@ -295,6 +295,12 @@ struct FusedOptions {
   // less footprint to a cache simulator that tags lines by virtual address (bench/traffic.sh), for a
   // copy of the depthwise weights per rotation. false: every window reads the second mapping.
   bool rotate_wrapping_windows = true;
+  // Line buffers of tensors that one thread writes and reads share bytes where no step falls
+  // between the production and the last read of a row of each (SpanSchedule::packed_rings): a
+  // depthwise output row lives from its step to the projection's. With several threads, decided
+  // once the threads' split is known (the block keeps its first size; fewer of its bytes are
+  // touched). false: line buffers share bytes only between tensors never in use at once.
+  bool share_idle_line_buffers = true;
 };
 
 // Runs every partition of `plan` as a row-streaming pipeline in the order of

@@ -239,6 +239,7 @@ private:
   void assign_roles(const Plan& plan);
   void lay_out_memory();
   ArenaLayout pack_rings(size_t partition) const;
+  std::vector<int> share_classes(size_t partition) const;
   void compile_steps();
   void calibrate_and_split();
   struct PartitionState;
@@ -406,6 +407,7 @@ private:
   std::string split_summary_;  // each thread's share of the measured kernel time
   int64_t fill_and_drain_steps_ = 0;  // steps share_fill_and_drain() gave to the other thread
   double calibrated_seconds_ = 0;
+  bool split_known_ = false;  // the steps' threads are final (calibrate_and_split has run)
 };
 
 FusedProgram::FusedProgram(const Graph& graph, const Plan& plan, const FusedOptions& options)
@@ -836,12 +838,28 @@ void FusedProgram::lay_out_memory() {
   for (size_t p = 0; p < partitions_.size(); ++p) {
     PartitionState& state = partitions_[p];
     state.places.assign(graph_.tensors.size(), Place{});
-    for (size_t k = 0; k < state.schedule.rings.size(); ++k) {
+    // A line buffer of one row of whole pages is never read past its end, so where it shares bytes
+    // with another (share_idle_line_buffers) it also shares that one's addresses: to a cache tagged
+    // by virtual address (valgrind's) the bytes are then one memory, as they are to the CPU.
+    std::vector<size_t> largest_first(state.schedule.rings.size());
+    std::iota(largest_first.begin(), largest_first.end(), size_t{0});
+    std::stable_sort(largest_first.begin(), largest_first.end(), [&](size_t a, size_t c) {
+      return state.schedule.rings[a].rows * state.schedule.rings[a].row_bytes > state.schedule.rings[c].rows * state.schedule.rings[c].row_bytes;
+    });
+    std::map<int64_t, std::pair<char*, int64_t>> mapped;  // file offset -> (address, bytes) of its first mapping
+    for (size_t k : largest_first) {
       const LineBuffer& b = state.schedule.rings[k];
       const int64_t size = round(b.rows * b.row_bytes);
-      rings_.emplace_back(arena_.file(), layout.offsets[p] + packed[p].offsets[k], size);
+      const int64_t offset = layout.offsets[p] + packed[p].offsets[k];
       Place& place = state.places[static_cast<size_t>(b.tensor)];
-      place.base = rings_.back().data();
+      const auto same = mapped.find(offset);
+      if (b.rows == 1 && b.row_bytes == size && same != mapped.end() && same->second.second >= size) {
+        place.base = same->second.first;
+      } else {
+        rings_.emplace_back(arena_.file(), offset, size);
+        place.base = rings_.back().data();
+        mapped.try_emplace(offset, place.base, size);
+      }
       place.ring_bytes = size;
       place.block_offset = packed[p].offsets[k];
       if (const auto span = ring_spans_.find({static_cast<int>(p), b.tensor}); span != ring_spans_.end()) {
@@ -868,7 +886,31 @@ void FusedProgram::lay_out_memory() {
 // A partition's line buffers placed in its block by lifetime (SpanSchedule::packed_rings), in whole
 // pages since each is mapped twice. compute_waits() orders the threads' use of shared bytes.
 ArenaLayout FusedProgram::pack_rings(size_t partition) const {
-  return partitions_[partition].schedule.packed_rings(graph_, page_bytes());
+  return partitions_[partition].schedule.packed_rings(graph_, page_bytes(), share_classes(partition));
+}
+
+// Per tensor, for FusedOptions::share_idle_line_buffers: the thread that runs every step touching
+// its line buffer in partition `partition`, or -1 where several do, where the buffer holds rows of
+// zeros (written by steps the schedule does not list) or is not a plain ring. Empty before the
+// threads' split is known.
+std::vector<int> FusedProgram::share_classes(size_t partition) const {
+  if (!options_.share_idle_line_buffers || (threads_ > 1 && !split_known_)) return {};
+  const PartitionState& state = partitions_[partition];
+  std::vector<int> classes(graph_.tensors.size(), -1);
+  std::vector<bool> several(graph_.tensors.size(), false);
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (sources_[i].first != static_cast<int>(partition)) continue;
+    for (const Access& a : accesses_[i]) {
+      const auto t = static_cast<size_t>(a.tensor);
+      if (classes[t] >= 0 && classes[t] != steps_[i].thread) several[t] = true;
+      classes[t] = steps_[i].thread;
+    }
+  }
+  for (size_t t = 0; t < classes.size(); ++t) {
+    const ZeroRows& zeros = zero_rows_[t];
+    if (several[t] || state.roles[t] != TensorRole::Ring || zeros.above > 0 || zeros.below > 0) classes[t] = -1;
+  }
+  return classes;
 }
 
 Address FusedProgram::address(const OperandRef& ref) const {
@@ -1920,6 +1962,7 @@ void FusedProgram::calibrate_and_split() {
     const StepKind kind = sources_[i].second.kind;
     if (kind == StepKind::Load || kind == StepKind::Zero) steps_[i].thread = steps_[i + 1].thread;
   }
+  split_known_ = true;
 }
 
 // Bytes the line buffers of a partition grow by when each tensor crossing a cut between threads gets

@@ -8,6 +8,7 @@
 #include <climits>
 #include <limits>
 #include <map>
+#include <numeric>
 
 namespace occam::exec {
 
@@ -17,7 +18,84 @@ int64_t SpanSchedule::ring_bytes() const {
   return total;
 }
 
-ArenaLayout SpanSchedule::packed_rings(const Graph& graph, int64_t alignment) const {
+namespace {
+
+// Steps, as sorted disjoint closed intervals, between the production of a row and its last read.
+using StepIntervals = std::vector<std::pair<int, int>>;
+
+bool intersect(const StepIntervals& a, const StepIntervals& b) {
+  for (size_t i = 0, j = 0; i < a.size() && j < b.size();) {
+    if (a[i].second < b[j].first) {
+      ++i;
+    } else if (b[j].second < a[i].first) {
+      ++j;
+    } else {
+      return true;
+    }
+  }
+  return false;
+}
+
+StepIntervals merged(StepIntervals intervals) {
+  std::sort(intervals.begin(), intervals.end());
+  StepIntervals out;
+  for (const auto& [lo, hi] : intervals) {
+    if (!out.empty() && lo <= out.back().second) {
+      out.back().second = std::max(out.back().second, hi);
+    } else {
+      out.emplace_back(lo, hi);
+    }
+  }
+  return out;
+}
+
+// Per tensor with a class >= 0: the steps at which some row of it is live.
+std::map<TensorId, StepIntervals> live_steps(const Graph& graph, std::span<const FusedStep> steps, std::span<const int> share_class) {
+  const auto shared = [&](TensorId t) { return share_class[static_cast<size_t>(t)] >= 0; };
+  std::map<TensorId, std::map<int64_t, std::pair<int, int>>> rows;  // tensor -> row -> (produced, last read)
+  const auto produce = [&](TensorId t, int64_t row, int at) {
+    if (shared(t)) rows[t].emplace(row, std::pair{at, at});
+  };
+  const auto read = [&](TensorId t, int64_t row, int at) {
+    if (!shared(t)) return;
+    const auto found = rows[t].find(row);
+    if (found == rows[t].end()) fail("{}: step {} reads row {} of \"{}\" before it is produced", graph.source, at, row, graph.tensor(t).name);
+    found->second.second = std::max(found->second.second, at);
+  };
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const FusedStep& step = steps[i];
+    const int at = static_cast<int>(i);
+    for (int64_t e = step.first; e < step.first + step.count; ++e) {
+      if (step.kind == StepKind::Load || step.kind == StepKind::Zero) {
+        produce(step.tensor, e, at);
+      } else if (step.kind == StepKind::Store) {
+        read(step.tensor, e, at);
+      } else {
+        const Op& op = graph.op(step.op);
+        for (size_t k = 0; k < op.inputs.size(); ++k) {
+          const rows::Band band = rows::band(graph, op, k, e);
+          for (int64_t y = band.first; y <= band.last; ++y) read(op.inputs[k], y, at);
+        }
+        if (rows::mode_of(graph, op) == rows::Mode::Window) {
+          produce(op.output, e, at);
+        } else if (e == 0) {  // an accumulated row is live from its first input row on
+          produce(op.output, 0, at);
+        }
+      }
+    }
+  }
+  std::map<TensorId, StepIntervals> live;
+  for (const auto& [t, by_row] : rows) {
+    StepIntervals intervals;
+    for (const auto& [row, span] : by_row) intervals.push_back(span);
+    live.emplace(t, merged(std::move(intervals)));
+  }
+  return live;
+}
+
+}  // namespace
+
+ArenaLayout SpanSchedule::packed_rings(const Graph& graph, int64_t alignment, std::span<const int> share_class) const {
   std::map<TensorId, size_t> ring_of;
   for (size_t k = 0; k < rings.size(); ++k) ring_of.emplace(rings[k].tensor, k);
   std::vector<Lifetime> lifetimes(rings.size(), Lifetime{0, INT_MAX, -1});
@@ -42,7 +120,54 @@ ArenaLayout SpanSchedule::packed_rings(const Graph& graph, int64_t alignment) co
     lifetimes[k].bytes = (rings[k].rows * rings[k].row_bytes + alignment - 1) / alignment * alignment;
     if (lifetimes[k].last < 0) lifetimes[k] = {lifetimes[k].bytes, 0, static_cast<int>(steps.size())};
   }
-  return plan_arena(lifetimes, alignment);
+  ArenaLayout by_lifetime = plan_arena(lifetimes, alignment);
+  if (share_class.empty()) return by_lifetime;
+  // Rings of one class whose live steps never meet go into one slot (the largest first, each into
+  // the first slot it fits), and the slots are placed like rings, each alive from its members'
+  // first step to their last.
+  const std::map<TensorId, StepIntervals> live = live_steps(graph, steps, share_class);
+  struct Slot {
+    int share_class = 0;
+    Lifetime life;
+    StepIntervals live;
+  };
+  std::vector<Slot> slots;
+  std::vector<size_t> order(rings.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lifetimes[a].bytes > lifetimes[b].bytes; });
+  std::vector<size_t> slot_of(rings.size());
+  for (size_t k : order) {
+    const TensorId t = rings[k].tensor;
+    const int c = share_class[static_cast<size_t>(t)];
+    const auto found = live.find(t);
+    size_t s = 0;
+    if (c >= 0 && found != live.end()) {
+      while (s < slots.size() && (slots[s].share_class != c || intersect(slots[s].live, found->second))) ++s;
+    } else {
+      s = slots.size();
+    }
+    if (s == slots.size()) {
+      slots.push_back({c >= 0 && found != live.end() ? c : -1, lifetimes[k], {}});
+    } else {
+      Slot& slot = slots[s];
+      slot.life = {std::max(slot.life.bytes, lifetimes[k].bytes), std::min(slot.life.first, lifetimes[k].first),
+                   std::max(slot.life.last, lifetimes[k].last)};
+    }
+    if (slots[s].share_class >= 0) {
+      StepIntervals both = slots[s].live;
+      both.insert(both.end(), found->second.begin(), found->second.end());
+      slots[s].live = merged(std::move(both));
+    }
+    slot_of[k] = s;
+  }
+  std::vector<Lifetime> slot_lives;
+  for (const Slot& slot : slots) slot_lives.push_back(slot.life);
+  const ArenaLayout by_slot = plan_arena(slot_lives, alignment);
+  ArenaLayout layout{std::vector<int64_t>(rings.size()), by_slot.bytes};
+  for (size_t k = 0; k < rings.size(); ++k) layout.offsets[k] = by_slot.offsets[slot_of[k]];
+  // Slots join whole lifetimes, which can place worse than the rings one by one (bands of several
+  // rows keep most rows live across steps): the smaller of the two.
+  return layout.bytes < by_lifetime.bytes ? layout : by_lifetime;
 }
 
 namespace {

@@ -48,8 +48,12 @@ struct SpanSchedule {
   // The rings placed in one block by lifetime, as the executor places them: each lives from the
   // first to the last step touching its tensor, and rings never alive at once share bytes (a
   // tensor held whole for one squeeze-and-excitation block, say, only while that block runs).
-  // Offsets per ring, each ring's bytes rounded up to `alignment`.
-  ArenaLayout packed_rings(const Graph& graph, int64_t alignment) const;
+  // Offsets per ring, each ring's bytes rounded up to `alignment`. `share_class` (indexed by
+  // tensor; empty: none) lets rings of one class >= 0 share bytes also while both tensors are in
+  // use, where no step falls between the production and the last read of a row of each: in row
+  // streaming every tensor is in use the whole image, but a depthwise convolution's output row,
+  // say, lives only from its step to the projection's next one. -1: never shared so.
+  ArenaLayout packed_rings(const Graph& graph, int64_t alignment, std::span<const int> share_class = {}) const;
 };
 
 // Rows of zeros a line buffer holds beyond its tensor's top and bottom edges, where the windows of
