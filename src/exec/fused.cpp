@@ -58,11 +58,25 @@ namespace exec {
 namespace {
 
 // Where a step operand lives: a fixed address (line buffers and boundary tensors), or a float
-// offset into the current image of a caller tensor.
+// offset into the current image of a caller tensor. 16 bytes: the steps' operands are read once per
+// image, so they take cache like a tensor does (mobilenet_v2 1024: 0.6 MiB of step tables at 24).
 struct Address {
+  static Address at(float* fixed) {
+    Address a;
+    a.fixed = fixed;
+    return a;
+  }
+  static Address in_slot(int32_t slot, int64_t offset) {
+    Address a;
+    a.slot = slot;
+    a.offset = offset;
+    return a;
+  }
+  union {
+    int64_t offset = 0;  // slot >= 0
+    float* fixed;        // slot < 0
+  };
   int32_t slot = -1;  // caller tensor: graph inputs first, then graph outputs
-  int64_t offset = 0;
-  float* fixed = nullptr;
 };
 
 // An operand before the arena is laid out: row `row` of tensor `tensor` as partition `partition`
@@ -919,11 +933,11 @@ Address FusedProgram::address(const OperandRef& ref) const {
   const Place& place = partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(t)];
   const int64_t row_bytes = row_floats(graph_.tensor(t).shape) * static_cast<int64_t>(sizeof(float));
   if (place.role == TensorRole::Whole) {
-    if (place.slot >= 0) return {place.slot, row * row_bytes / static_cast<int64_t>(sizeof(float)), nullptr};
-    return {-1, 0, reinterpret_cast<float*>(place.base + row * row_bytes)};
+    if (place.slot >= 0) return Address::in_slot(place.slot, row * row_bytes / static_cast<int64_t>(sizeof(float)));
+    return Address::at(reinterpret_cast<float*>(place.base + row * row_bytes));
   }
   const int64_t offset = (row * row_bytes) % place.ring_bytes;  // rows of zeros above the tensor: row < 0
-  return {-1, 0, reinterpret_cast<float*>(place.base + (offset < 0 ? offset + place.ring_bytes : offset))};
+  return Address::at(reinterpret_cast<float*>(place.base + (offset < 0 ? offset + place.ring_bytes : offset)));
 }
 
 int FusedProgram::add_kernel(Kernel kernel) {
@@ -1866,7 +1880,7 @@ void FusedProgram::compile_steps() {
 void FusedProgram::resolve_operands() {
   operands_.clear();
   for (const OperandRef& ref : operand_refs_) {
-    operands_.push_back(ref.row == kWholeImage ? Address{partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0, nullptr}
+    operands_.push_back(ref.row == kWholeImage ? Address::in_slot(partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0)
                                     : address(ref));
   }
 }
