@@ -324,6 +324,8 @@ private:
   int64_t ring_rows_limit(TensorId t) const;
   int converting_kernel(const Op& op, int32_t share, int inner, const memory::desc& blocked, const memory::desc& rows);
   int own_row_kernel(OpId id, const Descs& d, int64_t in_rows, int64_t count, int64_t pad_t);
+  int convolution_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd, const memory::desc& user, const float* data,
+                         const std::string& name, const memory::desc& src, const memory::desc& dst);
   bool rotates_wrapping_windows(OpId id, const Descs& d, int64_t count) const;
   int rotating_kernel(OpId id, int whole, int64_t in_rows, int64_t pad_t);
   std::optional<RowConvShape> own_row_shape(const Op& op, const Descs& d, int64_t in_rows, int64_t count) const;
@@ -1315,13 +1317,7 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
           }
           weight_name += fmt::format(" (kernel rows {}..{} stacked)", pad_t, pad_t + in_rows - 1);
         }
-        std::unordered_map<int, memory> fixed;
-        fixed[DNNL_ARG_WEIGHTS] = weights(id, weight_user, arranged.empty() ? op.weight->data() : arranged.data(),
-                                          pd.weights_desc(), weight_name);
-        if (op.bias) {
-          fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");
-        }
-        kernel = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
+        kernel = convolution_kernel(id, pd, weight_user, arranged.empty() ? op.weight->data() : arranged.data(), weight_name, src, dst);
         if (rotates_wrapping_windows(id, d, count)) kernel = rotating_kernel(id, kernel, in_rows, pad_t);
       }
       if (dst != d.rows && !row_blocked_[static_cast<size_t>(op.output)]) kernel = converting_kernel(op, share, kernel, dst, d.rows);
@@ -1341,6 +1337,20 @@ int FusedProgram::window_kernel(OpId id, int64_t first, int64_t count, int32_t s
   }
   window_kernels_.emplace(key, kernel);
   return kernel;
+}
+
+// Convolution primitive `pd` of op `id` as a kernel, with the weights `data` (laid out as `user`,
+// reordered once per layout and `name`) and the op's bias. Operands: src, dst.
+int FusedProgram::convolution_kernel(OpId id, const dnnl::convolution_forward::primitive_desc& pd, const memory::desc& user,
+                                     const float* data, const std::string& name, const memory::desc& src, const memory::desc& dst) {
+  const Op& op = graph_.op(id);
+  std::unordered_map<int, memory> fixed;
+  fixed[DNNL_ARG_WEIGHTS] = weights(id, user, data, pd.weights_desc(), name);
+  if (op.bias) {
+    fixed[DNNL_ARG_BIAS] = weights(id, {{graph_.output_of(op).shape.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(),
+                                   op.name + " bias");
+  }
+  return primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, src, dst, std::move(fixed));
 }
 
 // A window of a line buffer of exactly its kernel's rows runs past the buffer's end in all but one
@@ -1389,11 +1399,9 @@ int FusedProgram::rotating_kernel(OpId id, int whole, int64_t in_rows, int64_t p
         std::copy_n(graph_weights + (f * kh + pad_t + i) * kw, kw, weights_r.begin() + (f * kh + (r + i) % kh) * kw);
       }
     }
-    std::unordered_map<int, memory> fixed;
-    fixed[DNNL_ARG_WEIGHTS] = weights(id, user, weights_r.data(), pd.weights_desc(),
-                                      fmt::format("{} weights (kernel rows {}..{} from buffer row {})", op.name, pad_t, pad_t + in_rows - 1, r));
-    if (op.bias) fixed[DNNL_ARG_BIAS] = weights(id, {{out.c}, DataType::f32, Tag::x}, op.bias->data(), pd.bias_desc(), op.name + " bias");
-    rotated[static_cast<size_t>(r)] = primitive_kernel(op.name, dnnl::convolution_forward(pd), pd, d.src, d.dst, std::move(fixed));
+    rotated[static_cast<size_t>(r)] =
+        convolution_kernel(id, pd, user, weights_r.data(),
+                           fmt::format("{} weights (kernel rows {}..{} from buffer row {})", op.name, pad_t, pad_t + in_rows - 1, r), d.src, d.dst);
   }
   const int64_t row_bytes = row_floats(in) * static_cast<int64_t>(sizeof(float));
   const int outer = add_kernel([this, rotated, ring = span->second.get(), row_bytes, kh](int64_t first, int64_t count, float* const* operands) {

@@ -137,26 +137,24 @@ ArenaLayout SpanSchedule::packed_rings(const Graph& graph, int64_t alignment, st
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lifetimes[a].bytes > lifetimes[b].bytes; });
   std::vector<size_t> slot_of(rings.size());
   for (size_t k : order) {
-    const TensorId t = rings[k].tensor;
-    const int c = share_class[static_cast<size_t>(t)];
-    const auto found = live.find(t);
-    size_t s = 0;
-    if (c >= 0 && found != live.end()) {
-      while (s < slots.size() && (slots[s].share_class != c || intersect(slots[s].live, found->second))) ++s;
-    } else {
-      s = slots.size();
+    const auto found = live.find(rings[k].tensor);
+    if (found == live.end()) {  // never shared so: a slot of its own
+      slot_of[k] = slots.size();
+      slots.push_back({-1, lifetimes[k], {}});
+      continue;
     }
+    const int c = share_class[static_cast<size_t>(rings[k].tensor)];
+    size_t s = 0;
+    while (s < slots.size() && (slots[s].share_class != c || intersect(slots[s].live, found->second))) ++s;
     if (s == slots.size()) {
-      slots.push_back({c >= 0 && found != live.end() ? c : -1, lifetimes[k], {}});
+      slots.push_back({c, lifetimes[k], found->second});
     } else {
       Slot& slot = slots[s];
       slot.life = {std::max(slot.life.bytes, lifetimes[k].bytes), std::min(slot.life.first, lifetimes[k].first),
                    std::max(slot.life.last, lifetimes[k].last)};
-    }
-    if (slots[s].share_class >= 0) {
-      StepIntervals both = slots[s].live;
+      StepIntervals both = slot.live;
       both.insert(both.end(), found->second.begin(), found->second.end());
-      slots[s].live = merged(std::move(both));
+      slot.live = merged(std::move(both));
     }
     slot_of[k] = s;
   }
