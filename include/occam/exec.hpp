@@ -26,8 +26,9 @@ namespace occam {
 // Memory accounting
 
 // What a buffer holds. Activations and scratchpad grow with the input resolution and batch; weights
-// (reordered filters, biases) do not and are reported apart.
-enum class MemoryUse : uint8_t { Activations, Scratchpad, Weights };
+// (reordered filters, biases) do not and are reported apart, as is the fused executor's program
+// (its steps and their operand addresses), which grows with the resolution but not the batch.
+enum class MemoryUse : uint8_t { Activations, Scratchpad, Weights, Program };
 std::string_view to_string(MemoryUse use);
 
 // Where an Allocation's bytes come from. A SharedFile allocation is an anonymous memory file
@@ -91,8 +92,8 @@ private:
   void give_back(int64_t bytes, MemoryUse use);
 
   mutable std::mutex mutex_;
-  int64_t current_[3] = {};
-  int64_t peak_[3] = {};
+  int64_t current_[4] = {};
+  int64_t peak_[4] = {};
   int64_t activation_peak_ = 0;
   int64_t live_ = 0;
 };

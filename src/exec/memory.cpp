@@ -18,6 +18,7 @@ std::string_view to_string(MemoryUse use) {
     case MemoryUse::Activations: return "activations";
     case MemoryUse::Scratchpad: return "scratchpad";
     case MemoryUse::Weights: return "weights";
+    case MemoryUse::Program: return "program";
   }
   return "?";
 }

@@ -784,6 +784,25 @@ TEST(Fused, LineBuffersShareBytesBetweenTheRowsTheyHold) {
   EXPECT_LT(static_cast<double>(peak[true]), 0.85 * static_cast<double>(peak[false])) << peak[true] << " bytes against " << peak[false];
 }
 
+// The program is read once per image, so it streams through the cache like a tensor does: 16 bytes
+// per step, and one list of operand addresses for all the steps whose line-buffer rows come round
+// again (a caller tensor's steps take the image and find their row from the step). At 256x256 some
+// rows are not whole pages and come round less often; two threads add their waits. A step with
+// its own 16-byte addresses took 68 bytes or more.
+TEST(Fused, StepsTakeSixteenBytesAndShareTheirOperandLists) {
+  const PlannedNet net = planned_net("mobilenet_v2", 256, 32 * kMiB);
+  for (const int threads : {1, 2}) {
+    FusedOptions options = sharing_options(threads, ThreadSharing::Pipeline);
+    options.band_bytes = 1;
+    const auto fused = compile_fused(net.graph, net.plan, options);
+    EXPECT_LE(worst_error(fused->run(net.inputs), net.expected), kTolerance) << threads << " threads";
+    const int64_t steps = described_steps(*fused);
+    const int64_t program = fused->memory().peak_bytes(MemoryUse::Program);
+    EXPECT_GE(program, 16 * steps);
+    EXPECT_LE(program, 28 * steps) << threads << " threads, " << steps << " steps: " << program << " bytes";
+  }
+}
+
 // A convolution whose filters exceed the plan's capacity streams them from memory; the plan counts
 // them once per image, which one step over all its rows does (a step per row read them once per
 // row). Its tensors are boundaries held whole, so the step costs no line buffers.

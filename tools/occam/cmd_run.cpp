@@ -116,9 +116,11 @@ void print_latency(const char* who, const RunTimes& times, double gflop) {
 
 void print_memory(const char* who, const Executor& executor) {
   const MemoryAccount& memory = executor.memory();
-  fmt::print("memory  {:<9} peak activations {} (buffers {}, scratchpad {}), weights {}\n", who,
+  const int64_t program = memory.peak_bytes(MemoryUse::Program);
+  fmt::print("memory  {:<9} peak activations {} (buffers {}, scratchpad {}), weights {}{}\n", who,
              bytes(memory.activation_peak_bytes()), bytes(memory.peak_bytes(MemoryUse::Activations)),
-             bytes(memory.peak_bytes(MemoryUse::Scratchpad)), bytes(memory.peak_bytes(MemoryUse::Weights)));
+             bytes(memory.peak_bytes(MemoryUse::Scratchpad)), bytes(memory.peak_bytes(MemoryUse::Weights)),
+             program > 0 ? fmt::format(", steps {}", bytes(program)) : std::string());
 }
 
 int run_model(const RunArgs& args) {
