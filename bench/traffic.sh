@@ -39,7 +39,9 @@
 # is one Executor::run followed by CALLGRIND_DUMP_STATS_AT("image K"), one dump per image. Image 1
 # is cold (every weight, code line and line buffer comes from memory); image 2 (and later) is the
 # steady state of a stream, with fresh input and output buffers but whatever the previous image left
-# in the cache. The table reports the last image (steady) and image 1 (cold).
+# in the cache. The table reports every image; goals are checked on the last (steady) and image 1
+# (cold). More than two images show whether the steady state holds from image to image (the fused
+# executor's classifier alternates the order of its weights' blocks).
 #
 # What is counted, in 64-byte lines, from callgrind's LL events:
 #   reads       ILmr + DLmr    instruction and data read misses: lines loaded from memory
@@ -301,7 +303,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   printf "%-9s %-6s %10s %10s %10s %10s %10s %10s %10s %8s %9s %8s\n" executor image reads w-alloc writebk DRAM model \
     predicted +alloc "model/pr" "DRAM/pr+" "Ginstr"
   for e in "${executors[@]}"; do
-    for image in 1 "$images"; do
+    for image in $(seq 1 "$images"); do
       read -r ir reads walloc wb <<< "$(counts "$e" "$image")"
       if [[ $e == fused ]]; then
         if ((image == 1)); then predicted=$((plan_traffic + plan_filters))

@@ -1529,15 +1529,25 @@ Kernel FusedProgram::gemm_kernel(const Op& op) {
   // outputs of a layer large enough to pay for waking them (vgg16's first fully connected layer
   // streams 392 MiB of weights per image).
   const int threads = row * blocks * kGemmBlock >= kParallelGemmMacs ? kernel_threads_ : 1;
+  // Each image takes the blocks in the order opposite to the previous image's. A classifier's
+  // weights are read once per image, so where the image's stream fills the cache they are its
+  // oldest lines: in a set that overflows by a line, an LRU cache evicts the first block read, and
+  // reading the blocks in the same order again would evict each next block before it is read (all
+  // of them miss); in the opposite order the last blocks read are read first, and only the
+  // overflowing lines miss. Each output's sum is the same, whichever order the blocks go in.
+  auto backwards = std::make_shared<bool>(true);
   return [=](int64_t first, int64_t count, float* const* p) {
     float* y = p[1];
     if (first == 0) {
       for (int64_t o = 0; o < outs; ++o) y[o] = bias ? bias[o] : 0.0f;
+      *backwards = !*backwards;
     }
+    const bool reversed = *backwards;
     for (int64_t r = 0; r < count; ++r) {
       const float* x = p[0] + r * row;
 #pragma omp parallel for num_threads(threads) if (threads > 1)
-      for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t k = 0; k < blocks; ++k) {
+        const int64_t b = reversed ? blocks - 1 - k : k;
         const float* wb = w + ((first + r) * blocks + b) * row * kGemmBlock;
         float sum[kGemmBlock] = {};
         for (int64_t i = 0; i < row; ++i) {
