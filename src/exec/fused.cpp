@@ -58,8 +58,8 @@ namespace exec {
 namespace {
 
 // Where a step operand lives: a fixed address (line buffers and boundary tensors), or a float
-// offset into the current image of a caller tensor. 16 bytes: the steps' operands are read once per
-// image, so they take cache like a tensor does (mobilenet_v2 1024: 0.6 MiB of step tables at 24).
+// offset into the current image of a caller tensor. 16 bytes: the operand lists are part of the
+// program a run reads once per image (RunStep).
 struct Address {
   static Address at(float* fixed) {
     Address a;
@@ -72,6 +72,8 @@ struct Address {
     a.offset = offset;
     return a;
   }
+  // What tells two addresses apart: (slot, offset) or (-1, the fixed address).
+  std::pair<int32_t, intptr_t> key() const { return {slot, slot < 0 ? reinterpret_cast<intptr_t>(fixed) : static_cast<intptr_t>(offset)}; }
   union {
     int64_t offset = 0;  // slot >= 0
     float* fixed;        // slot < 0
@@ -959,6 +961,7 @@ Address FusedProgram::address(const OperandRef& ref) const {
   const TensorId t = ref.tensor;
   const int64_t row = ref.row;
   const Place& place = partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(t)];
+  if (row == kWholeImage) return Address::in_slot(place.slot, 0);
   const int64_t row_bytes = row_floats(graph_.tensor(t).shape) * static_cast<int64_t>(sizeof(float));
   if (place.role == TensorRole::Whole) {
     if (place.slot >= 0) return Address::in_slot(place.slot, row * row_bytes / static_cast<int64_t>(sizeof(float)));
@@ -1925,8 +1928,8 @@ void FusedProgram::resolve_operands() {
   operand_lists_.clear();
   kernel_operands_.assign(kernels_.size(), 0);
   std::vector<bool> seen(kernels_.size(), false);
-  // Lists by their addresses: (slot, caller offset) or (-1, fixed address).
-  std::map<std::vector<std::pair<int32_t, intptr_t>>, uint32_t> lists;
+  std::map<std::vector<std::pair<int32_t, intptr_t>>, uint32_t> lists;  // by their addresses' keys
+  std::vector<Address> list;
   std::vector<std::pair<int32_t, intptr_t>> key;
   for (Step& step : steps_) {
     const auto k = static_cast<size_t>(step.kernel);
@@ -1935,21 +1938,15 @@ void FusedProgram::resolve_operands() {
     }
     seen[k] = true;
     kernel_operands_[k] = step.operand_count;
+    list.clear();
     key.clear();
     for (uint32_t i = 0; i < step.operand_count; ++i) {
-      const OperandRef& ref = operand_refs_[step.operand_begin + i];
-      const Address a = ref.row == kWholeImage
-                            ? Address::in_slot(partitions_[static_cast<size_t>(ref.partition)].places[static_cast<size_t>(ref.tensor)].slot, 0)
-                            : address(ref);
-      key.emplace_back(a.slot, a.slot < 0 ? reinterpret_cast<intptr_t>(a.fixed) : static_cast<intptr_t>(a.offset));
+      list.push_back(address(operand_refs_[step.operand_begin + i]));
+      key.push_back(list.back().key());
     }
-    const auto [list, added] = lists.try_emplace(key, static_cast<uint32_t>(operand_lists_.size()));
-    if (added) {
-      for (const auto& [slot, where] : key) {
-        operand_lists_.push_back(slot < 0 ? Address::at(reinterpret_cast<float*>(where)) : Address::in_slot(slot, where));
-      }
-    }
-    step.operands = list->second;
+    const auto [found, added] = lists.try_emplace(key, static_cast<uint32_t>(operand_lists_.size()));
+    if (added) operand_lists_.insert(operand_lists_.end(), list.begin(), list.end());
+    step.operands = found->second;
   }
   operands_ = operand_lists_;
 }
